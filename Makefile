@@ -1,0 +1,52 @@
+# Hearth: the build is Meson + Ninja; this file is the front door.
+#   make        build (build/hearth)
+#   make run    install missing packages, build, start on :8080 / :1935 with SQLite
+#   make test   install what tests need, build, run unit, sanitizer and end-to-end tests
+#   make bench  the side-by-side benchmarks in bench/
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+PYTHON     ?= /usr/bin/python3
+PYTEST_ARGS ?=
+
+.PHONY: all build run test unit asan e2e bench clean
+
+all: build
+
+build:
+	@scripts/deps build
+	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=debugoptimized
+	ninja -C $(BUILD)
+
+run:
+	@scripts/deps run
+	@$(MAKE) --no-print-directory build
+	./$(BUILD)/hearth serve
+
+unit: build
+	meson test -C $(BUILD) --print-errorlogs
+
+asan:
+	@scripts/deps test
+	@[ -f $(ASAN_BUILD)/build.ninja ] || meson setup $(ASAN_BUILD) --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+	ninja -C $(ASAN_BUILD)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C $(ASAN_BUILD) --print-errorlogs
+
+e2e: build
+	HEARTH_BIN=$(CURDIR)/$(BUILD)/hearth $(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+test:
+	@scripts/deps test
+	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory e2e
+
+bench:
+	@scripts/deps bench
+	@$(MAKE) --no-print-directory build
+	bench/http
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
