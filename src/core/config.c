@@ -371,8 +371,20 @@ struct ini_ctx {
     char *err;
     size_t errlen;
     const char *path;
-    int failed;
+    FILE *f;
+    int lineno;      /* lines read so far: the line being handled */
+    int failed_line; /* where the handler refused a key, 0 if none */
 };
+
+/* inih's reader hook, used only to know which line the handler sees. */
+static char *ini_read_line(char *str, int num, void *stream)
+{
+    struct ini_ctx *c = stream;
+    char *r = fgets(str, num, c->f);
+    if (r)
+        c->lineno++;
+    return r;
+}
 
 static int on_ini(void *user, const char *section, const char *name, const char *value
 #if INI_HANDLER_LINENO
@@ -381,17 +393,19 @@ static int on_ini(void *user, const char *section, const char *name, const char 
 )
 {
     struct ini_ctx *c = user;
-    if (c->failed)
+    if (c->failed_line)
         return 0;
     char msg[512];
+    int bad = 0;
     if (!section || !*section) {
         snprintf(msg, sizeof msg, "key '%s' is outside any [section]", name);
-        c->failed = 1;
+        bad = 1;
     } else if (config_set(c->cfg, section, name, value, msg, sizeof msg) != 0) {
-        c->failed = 1;
+        bad = 1;
     }
-    if (c->failed) {
-        snprintf(c->err, c->errlen, "%s: %s", c->path, msg);
+    if (bad) {
+        c->failed_line = c->lineno;
+        snprintf(c->err, c->errlen, "%s:%d: %s", c->path, c->lineno, msg);
         return 0;
     }
     return 1;
@@ -404,20 +418,16 @@ int config_load_file(struct config *cfg, const char *path, char *err, size_t err
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -ENOENT;
     }
-    struct ini_ctx c = {cfg, err, errlen, path, 0};
-    int line = ini_parse_file(f, on_ini, &c);
+    struct ini_ctx c = {.cfg = cfg, .err = err, .errlen = errlen, .path = path, .f = f};
+    int line = ini_parse_stream(ini_read_line, &c, on_ini, &c);
     fclose(f);
-    if (c.failed) {
-        /* Put the line number in front of the message the handler wrote. */
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", err + strlen(path) + 2);
-        snprintf(err, errlen, "%s:%d: %s", path, line, msg);
-        return -EINVAL;
-    }
-    if (line != 0) {
+    /* inih reports the first bad line; it is ours when the handler refused it. */
+    if (line != 0 && (!c.failed_line || line < c.failed_line)) {
         snprintf(err, errlen, "%s:%d: syntax error", path, line);
         return -EINVAL;
     }
+    if (c.failed_line)
+        return -EINVAL;
     snprintf(cfg->source, sizeof cfg->source, "%s", path);
     return 0;
 }

@@ -49,6 +49,17 @@ int migrate_up(struct db *db, const char *backup_dir, char *backup_path, size_t 
 /* Apply migrations up to `target` only: for tests of older schemas. */
 int migrate_up_to(struct db *db, int target, char *err, size_t errlen);
 
+/*
+ * The engines behind migrate_check and migrate_up / migrate_up_to, on any
+ * list sorted by version: tests hand them lists of their own (a migration
+ * that fails, a changed text). target < 0 means the whole list.
+ */
+int migrate_check_list(struct db *db, const struct migration *list, size_t count,
+                       struct migrate_status *st, char *err, size_t errlen);
+int migrate_up_list(struct db *db, const struct migration *list, size_t count, int target,
+                    const char *backup_dir, char *backup_path, size_t bplen, char *err,
+                    size_t errlen);
+
 /* Print the table of `hearth migrate status`. */
 int migrate_print_status(struct db *db, FILE *out, char *err, size_t errlen);
 

@@ -1,0 +1,19 @@
+/* Small helpers shared by every layer: time, directories, hex. */
+#ifndef HEARTH_CORE_UTIL_H
+#define HEARTH_CORE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Wall-clock Unix seconds. */
+int64_t util_now_unix(void);
+/* Monotonic nanoseconds. */
+uint64_t util_mono_ns(void);
+/* mkdir -p with mode 0750 for what we create. */
+int util_mkdir_p(const char *path);
+/* Lowercase hex of n bytes into out (2n+1 bytes). */
+void util_hex(const unsigned char *in, size_t n, char *out);
+/* Copy src into dst of size n, always NUL-terminated; -ENAMETOOLONG if cut. */
+int util_strlcpy(char *dst, const char *src, size_t n);
+
+#endif
