@@ -27,6 +27,9 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "deliver/hls/hls.h"
+#include "ingest/rtmp/rtmp_server.h"
+#include "media/stream.h"
 #include "net/http.h"
 #include "store/db.h"
 #include "store/migrate.h"
@@ -175,19 +178,38 @@ static void print_json(json_t *o)
 struct server_state {
     uv_loop_t *loop;
     struct http_server *http;
+    struct rtmp_server *rtmp;
+    struct stream_hub *hub;
+    struct hls *hls;
+    bool http_down, rtmp_down;
     uv_signal_t sigterm, sigint;
     uv_timer_t deadline;
     bool stopping;
     const struct config *cfg;
 };
 
+static void maybe_stopped(struct server_state *s)
+{
+    if (!s->http_down || !s->rtmp_down)
+        return;
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->deadline, NULL);
+}
+
 static void on_http_down(struct http_server *srv, void *arg)
 {
     struct server_state *s = arg;
     log_info("http: all requests finished");
-    uv_close((uv_handle_t *)&s->sigterm, NULL);
-    uv_close((uv_handle_t *)&s->sigint, NULL);
-    uv_close((uv_handle_t *)&s->deadline, NULL);
+    s->http_down = true;
+    maybe_stopped(s);
+}
+
+static void on_rtmp_down(void *arg)
+{
+    struct server_state *s = arg;
+    s->rtmp_down = true;
+    maybe_stopped(s);
 }
 
 static void on_deadline(uv_timer_t *t)
@@ -209,6 +231,13 @@ static void on_signal(uv_signal_t *h, int signum)
     log_info("%s: shutting down (no new connections; finishing requests in flight)",
              strsignal(signum));
     uv_timer_start(&s->deadline, on_deadline, s->cfg->http.shutdown_timeout_ms, 0);
+    /* Publishers first, then the streams (players waiting on a part get their
+     * answer and an ENDLIST), then HTTP, which waits for requests in flight. */
+    rtmp_server_shutdown(s->rtmp, on_rtmp_down, s);
+    stream_hub_free(s->hub);
+    s->hub = NULL;
+    hls_free(s->hls);
+    s->hls = NULL;
     http_server_shutdown(s->http, on_http_down, s);
 }
 
@@ -246,8 +275,26 @@ static int cmd_serve(const struct config *cfg)
         fprintf(stderr, "hearth: internal error registering routes\n");
         return 1;
     }
+    s.hub = stream_hub_new(s.loop, cfg->hls.reconnect_grace_ms);
+    struct hls_config hc = {
+        .part_target = (int64_t)cfg->hls.part_target_ms * (MEDIA_TIMEBASE / 1000),
+        .segment_target = (int64_t)cfg->hls.segment_target_ms * (MEDIA_TIMEBASE / 1000),
+        .window = (int64_t)cfg->hls.window_ms * (MEDIA_TIMEBASE / 1000),
+        .linger_ms = 60000,
+    };
+    s.hls = s.hub ? hls_new(s.loop, &hc, s.hub) : NULL;
+    s.rtmp = rtmp_server_new(s.loop, cfg, s.hub, app_live_authorize, &app);
+    if (!s.hub || !s.hls || !s.rtmp || app_live_init(&app, s.hub) != 0 ||
+        hls_register_routes(s.hls, s.http) != 0) {
+        fprintf(stderr, "hearth: out of memory\n");
+        return 1;
+    }
     if (http_server_listen(s.http, cfg->http.listen, err, sizeof err) != 0) {
         fprintf(stderr, "hearth: http.listen: %s\n", err);
+        return 1;
+    }
+    if (rtmp_server_listen(s.rtmp, cfg->rtmp.listen, err, sizeof err) != 0) {
+        fprintf(stderr, "hearth: rtmp.listen: %s\n", err);
         return 1;
     }
     uv_signal_init(s.loop, &s.sigterm);
@@ -257,13 +304,16 @@ static int cmd_serve(const struct config *cfg)
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
     uv_signal_start(&s.sigint, on_signal, SIGINT);
 
-    log_info("hearth %s: serving http on %s (port %d), %s, schema version %d, data in %s%s%s",
-             HEARTH_VERSION, cfg->http.listen, http_server_port(s.http), cfg->db.url, ms.current,
+    log_info("hearth %s: serving http on %s (port %d), rtmp on %s (port %d), %s, schema version %d, "
+             "data in %s%s%s",
+             HEARTH_VERSION, cfg->http.listen, http_server_port(s.http), cfg->rtmp.listen,
+             rtmp_server_port(s.rtmp), cfg->db.url, ms.current,
              cfg->storage.data_dir, cfg->source[0] ? ", config " : "", cfg->source);
 
     uv_run(s.loop, UV_RUN_DEFAULT);
 
     http_server_free(s.http);
+    rtmp_server_free(s.rtmp);
     db_pool_destroy(app.db);
     log_info("hearth: stopped");
     return 0;
@@ -509,6 +559,27 @@ static int cmd_channel(const struct config *cfg, const struct args *a)
 
 int main(int argc, char **argv)
 {
+    /* --config may come before the command too: take it out first. */
+    const char *early_config = NULL;
+    char **av = calloc((size_t)argc + 1, sizeof *av);
+    if (!av)
+        return 1;
+    int ac = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && ac == 1 && strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc)
+                return usage_error("%s needs a value", "--config");
+            early_config = argv[++i];
+            continue;
+        }
+        if (i > 0 && ac == 1 && strncmp(argv[i], "--config=", 9) == 0) {
+            early_config = argv[i] + 9;
+            continue;
+        }
+        av[ac++] = argv[i];
+    }
+    argc = ac;
+    argv = av;
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;
@@ -522,7 +593,7 @@ int main(int argc, char **argv)
         printf("hearth %s\n", HEARTH_VERSION);
         return 0;
     }
-    struct args a = {0};
+    struct args a = {.config_path = early_config};
     int rc = parse_args(argc, argv, 2, &a);
     if (rc)
         return rc;

@@ -24,4 +24,11 @@ int app_register_routes(struct app *app, struct http_server *srv);
 /* Routes of each part, called by app_register_routes. */
 int api_health_register(struct app *app, struct http_server *srv);
 
+struct stream_hub;
+struct rtmp_auth;
+/* Stream keys for the RTMP server (runs on a worker thread). */
+int app_live_authorize(void *ud, const char *key, struct rtmp_auth *out);
+/* Record live sessions in the streams table as the hub starts and ends them. */
+int app_live_init(struct app *app, struct stream_hub *hub);
+
 #endif

@@ -58,6 +58,23 @@ static const struct key keys[] = {
 
     {"rtmp", "listen", T_LISTEN, F(rtmp.listen), "0.0.0.0:1935", 0, 0,
      "address and port for RTMP publishers (OBS: rtmp://HOST/live)"},
+    {"rtmp", "max_message_size", T_SIZE, F(rtmp.max_message_size), "16MiB", 4096, 1 << 26,
+     "largest RTMP message (one video frame) accepted; more ends that connection"},
+    {"rtmp", "handshake_timeout", T_DURATION, F(rtmp.handshake_timeout_ms), "10s", 100, 600000,
+     "time a client has to finish the RTMP handshake"},
+    {"rtmp", "idle_timeout", T_DURATION, F(rtmp.idle_timeout_ms), "15s", 100, 3600000,
+     "a publisher that sends no media for this long is dropped"},
+    {"rtmp", "max_connections", T_INT, F(rtmp.max_connections), "1000", 1, 100000,
+     "open RTMP connections at most"},
+
+    {"hls", "segment_target", T_DURATION, F(hls.segment_target_ms), "2s", 500, 30000,
+     "a segment ends at the first keyframe after this much media"},
+    {"hls", "part_target", T_DURATION, F(hls.part_target_ms), "500ms", 200, 1000,
+     "LL-HLS partial segment length (0.2 to 1 s); viewers sit about three parts behind"},
+    {"hls", "window", T_DURATION, F(hls.window_ms), "60s", 6000, 3600000,
+     "how much of a live stream the playlist keeps"},
+    {"hls", "reconnect_grace", T_DURATION, F(hls.reconnect_grace_ms), "10s", 0, 600000,
+     "a publisher that comes back within this continues the same playlist (with a discontinuity)"},
 
     {"storage", "data_dir", T_STR, F(storage.data_dir), "./data", 0, 0,
      "where the database, backups, recordings and uploads live"},

@@ -41,7 +41,18 @@ struct config {
 
     struct {
         char listen[CONFIG_STR];
+        size_t max_message_size;
+        uint64_t handshake_timeout_ms;
+        uint64_t idle_timeout_ms;
+        int max_connections;
     } rtmp;
+
+    struct {
+        uint64_t segment_target_ms;
+        uint64_t part_target_ms;
+        uint64_t window_ms;
+        uint64_t reconnect_grace_ms;
+    } hls;
 
     struct {
         char data_dir[CONFIG_PATH];

@@ -1026,7 +1026,7 @@ int codec_aac_parse_asc(struct codec_config *out, const uint8_t *asc, size_t len
         if (core_aot == 22)
             bits_u(&b, 4); /* extensionChannelConfiguration */
     }
-    if (b.error || aot == 0 || aot == 31 || core_aot == 0 || rate == 0 || out_rate == 0)
+    if (b.error || aot == 0 || core_aot == 0 || rate == 0 || out_rate == 0)
         return -EBADMSG;
     unsigned channels = aac_channels[chan_config];
     if (chan_config != 0 && channels == 0)
@@ -1047,6 +1047,9 @@ int codec_aac_parse_asc(struct codec_config *out, const uint8_t *asc, size_t len
     }
     if (channels == 0 || channels > 255)
         return -EBADMSG;
+    /* Parametric stereo turns the mono core into two output channels. */
+    if (aot == 29 && channels == 1)
+        channels = 2;
     /* An SBR access unit is 2048 output samples at twice the core rate. */
     uint64_t samples = (uint64_t)frame * out_rate / rate;
     if ((uint64_t)frame * out_rate % rate || samples == 0 || samples > 4096)

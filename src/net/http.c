@@ -82,6 +82,7 @@ struct http_conn {
     int nh;
     char open_item; /* 'u' url, 'n' header name, 'v' header value, 0 none */
     int error_status;
+    const char *error_why;
 
     /* Streaming a file body. */
     uv_fs_t fs_req;
@@ -220,6 +221,7 @@ static void request_reset(struct http_conn *c)
     c->head_bytes = 0;
     c->open_item = 0;
     c->error_status = 0;
+    c->error_why = NULL;
     c->bytes_out = 0;
 }
 
@@ -993,11 +995,28 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* RFC 9110 5.6.2 token characters: header names are nothing else. */
+static bool is_tchar(unsigned char ch)
+{
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+        return true;
+    return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct http_conn *c = pconn(p);
     if (head_account(c, len))
         return -1;
+    /* Debian's http-parser is lenient about names ("Content-Length :",
+     * "Bad Name"); such requests are how smuggling starts, so refuse them. */
+    for (size_t i = 0; i < len; i++) {
+        if (!is_tchar((unsigned char)at[i])) {
+            c->error_status = 400;
+            c->error_why = "invalid character in a header name";
+            return -1;
+        }
+    }
     if (c->open_item != 'n') {
         if (arena_close_item(c))
             goto too_big;
@@ -1079,6 +1098,22 @@ static int on_headers_complete(http_parser *p)
     req->http_minor = p->http_minor;
     req->keep_alive = http_should_keep_alive(p);
     req->head = p->method == HTTP_HEAD;
+    if (p->http_major != 1) {
+        /* HTTP/0.9 request lines and versions we do not speak. */
+        c->error_status = p->http_major == 0 ? 400 : 505;
+        c->error_why = p->http_major == 0 ? "request line has no HTTP version" : "only HTTP/1.x is served";
+        return -1;
+    }
+    /* RFC 9112 3.2: exactly one Host in HTTP/1.1. */
+    int hosts = 0;
+    for (int i = 0; i < req->nheaders; i++)
+        if (strcasecmp(req->headers[i].name, "Host") == 0)
+            hosts++;
+    if (hosts > 1 || (hosts == 0 && p->http_minor >= 1)) {
+        c->error_status = 400;
+        c->error_why = hosts ? "more than one Host header" : "HTTP/1.1 request without Host";
+        return -1;
+    }
 
     /* Path (decoded) and query (raw). */
     const char *target = req->url;
@@ -1164,7 +1199,7 @@ static long conn_parse(struct http_conn *c, const char *data, size_t len)
         case 414: why = "request line is longer than http.max_header_bytes"; break;
         case 431: why = "request headers are larger than http.max_header_bytes"; break;
         case 417: why = "unsupported Expect"; break;
-        default: why = http_errno_description(err); break;
+        default: why = c->error_why ? c->error_why : http_errno_description(err); break;
         }
         if (c->state == CS_IDLE && c->req.start_ns == 0)
             c->req.start_ns = uv_hrtime();

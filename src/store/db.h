@@ -79,7 +79,9 @@ int db_backup_to(struct db *db, const char *dest_path, char *err, size_t errlen)
 
 /*
  * A pool of connections to one URL for the worker threads. db_pool_acquire
- * blocks until a connection is free; at most `size` are opened.
+ * blocks until a connection is free; at most `size` are opened. It returns
+ * NULL only when opening a new connection failed (the reason is logged).
+ * A connection released inside a transaction is rolled back first.
  */
 int db_pool_create(const char *url, int size, struct db_pool **out, char *err, size_t errlen);
 struct db *db_pool_acquire(struct db_pool *pool);

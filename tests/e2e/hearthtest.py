@@ -58,8 +58,8 @@ JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 24
 STATIC_TYPES = {
     "index.html": (b"<!doctype html><title>hearth test</title><p>INDEX-ROOT</p>\n", {"text/html"}),
     "style.css": (b"body { color: #333 }\n", {"text/css"}),
-    "app.js": (b"console.log('hearth');\n", {"text/javascript", "application/javascript"}),
-    "mod.mjs": (b"export const x = 1;\n", {"text/javascript", "application/javascript"}),
+    "app.js": (b"console.log('hearth');\n", {"text/javascript"}),
+    "mod.mjs": (b"export const x = 1;\n", {"text/javascript"}),
     "data.json": (b'{"hello": "world"}\n', {"application/json"}),
     "logo.svg": (b'<svg xmlns="http://www.w3.org/2000/svg"/>\n', {"image/svg+xml"}),
     "img.png": (PNG, {"image/png"}),

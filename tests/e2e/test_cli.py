@@ -281,7 +281,7 @@ def test_config_option_anywhere(cli, tmp_path, place):
     conf = tmp_path / "hearth.conf"
     conf.write_text(f"[storage]\ndata_dir = {data}\n")
     env = {"HEARTH_STORAGE_DATA_DIR": None}
-    ok(cli("--config", str(conf), "user", "add", "dora", "--password-stdin", input=PASSWORD + "\n", env=env))
+    ok(cli("user", "add", "dora", "--password-stdin", "--config", str(conf), input=PASSWORD + "\n", env=env))
     assert (data / "hearth.db").is_file()
     args = {
         "before": ("--config", str(conf), "user", "list", "--json"),

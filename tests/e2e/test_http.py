@@ -470,6 +470,12 @@ MALFORMED = {
     ),
     "bad_chunk_size": b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
     "binary_junk": bytes(range(1, 256)) + b"\r\n\r\n",
+    # RFC 9112 5.1: whitespace between a field name and the colon MUST be
+    # answered 400 (a request smuggling vector).
+    "space_before_colon": b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello",
+    # RFC 9112 3.2: an HTTP/1.1 request without Host, or with two, MUST be 400.
+    "missing_host": b"GET /a.txt HTTP/1.1\r\n\r\n",
+    "two_hosts": b"GET /a.txt HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
 }
 
 
@@ -481,6 +487,14 @@ def test_malformed_is_400_then_close(server, name):
             r = c.read_response()
             assert r.status == 400, (name, r)
             assert c.wait_closed(5), f"{name}: connection not closed after 400"
+
+
+def test_unsupported_http_version(server):
+    # RFC 9110 15.6.6: a major version the server does not speak is 505.
+    with server.raw() as c:
+        c.send(f"GET /a.txt HTTP/2.0\r\nHost: {HOST}\r\n\r\n")
+        r = c.read_response()
+        assert r.status in (400, 505), r
 
 
 def test_malformed_after_a_good_request_on_the_same_connection(server):
