@@ -13,10 +13,22 @@ PYTEST_ARGS ?=
 
 all: build
 
-build:
+build: web/dist/.built
 	@scripts/deps build
 	@[ -f $(BUILD)/build.ninja ] || meson setup $(BUILD) --buildtype=debugoptimized
 	ninja -C $(BUILD)
+
+# The front end: TypeScript + Vite into web/dist, which the server serves.
+WEB_SRC := $(wildcard web/src/*) $(wildcard web/*.html) web/vite.config.ts web/tsconfig.json
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	@scripts/deps build
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+web/dist/.built: web/node_modules/.installed $(WEB_SRC)
+	cd web && npm run --silent build
+	touch $@
 
 run:
 	@scripts/deps run
@@ -49,4 +61,4 @@ bench:
 	bench/http
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) web/dist web/node_modules

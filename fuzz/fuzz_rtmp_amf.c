@@ -51,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (n2 != n)
         abort();
     encode_all(v2, n2, &e2);
-    if (e1.len != e2.len || memcmp(e1.data, e2.data, e1.len))
+    if (e1.len != e2.len || (e1.len && memcmp(e1.data, e2.data, e1.len)))
         abort();
     amf_values_free(v, n);
     amf_values_free(v2, n2);

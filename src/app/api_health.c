@@ -76,5 +76,7 @@ int api_health_register(struct app *app, struct http_server *srv)
 int app_register_routes(struct app *app, struct http_server *srv)
 {
     int rc = api_health_register(app, srv);
+    if (rc == 0)
+        rc = app_pages_register(app, srv);
     return rc;
 }

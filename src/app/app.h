@@ -23,6 +23,7 @@ int app_register_routes(struct app *app, struct http_server *srv);
 
 /* Routes of each part, called by app_register_routes. */
 int api_health_register(struct app *app, struct http_server *srv);
+int app_pages_register(struct app *app, struct http_server *srv);
 
 struct stream_hub;
 struct rtmp_auth;

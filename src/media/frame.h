@@ -61,7 +61,8 @@ enum media_kind {
 /* The one timebase of every frame's dts and pts (ticks per second). */
 #define MEDIA_TIMEBASE 90000
 
-/* Longest payload a frame may have; matches the RTMP message size ceiling. */
+/* Longest payload a frame may have: above any RTMP message (24-bit length)
+ * even after NAL lengths are widened, far below what would be a bug. */
 #define FRAME_MAX_SIZE (64u * 1024 * 1024)
 
 struct frame {

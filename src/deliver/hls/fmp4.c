@@ -500,10 +500,9 @@ static int fragment_layout(const struct fmp4_fragment *f, struct layout *l)
         l->moof_size += rl->traf_size;
         l->mdat_size += rl->data_size;
     }
-    if (l->moof_size > UINT32_MAX || l->mdat_size > UINT32_MAX)
-        return -EINVAL;
     l->total = (f->styp ? STYP_SIZE : 0) + l->moof_size + l->mdat_size;
-    if (l->total > SIZE_MAX / 2)
+    /* trun data_offset is a signed 32-bit offset from moof. */
+    if (l->total > INT32_MAX)
         return -EINVAL;
     return 0;
 }
