@@ -9,7 +9,7 @@ ASAN_BUILD ?= build-asan
 PYTHON     ?= /usr/bin/python3
 PYTEST_ARGS ?=
 
-.PHONY: all build run test unit asan e2e bench clean
+.PHONY: all build run test unit asan e2e bench clean fuzz
 
 all: build
 
@@ -62,3 +62,16 @@ bench:
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) web/dist web/node_modules
+
+# Fuzz every network parser for FUZZ_SECONDS each (clang + libFuzzer).
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+fuzz:
+	@scripts/deps build
+	@[ -f $(FUZZ_BUILD)/build.ninja ] || CC=clang meson setup $(FUZZ_BUILD) --buildtype=debugoptimized -Dfuzz=true -Db_lundef=false
+	ninja -C $(FUZZ_BUILD)
+	@for t in $(FUZZ_BUILD)/fuzz/fuzz_*; do \
+		[ -x "$$t" ] || continue; echo "== $$t"; \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$(basename $$t); \
+		$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_BUILD)/corpus/$$(basename $$t) $$( [ -d fuzz/seeds/$$(basename $$t) ] && echo fuzz/seeds/$$(basename $$t) ) 2>&1 | tail -3 || exit 1; \
+	done

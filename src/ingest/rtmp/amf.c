@@ -400,8 +400,11 @@ static int put_double(struct buf *b, double v)
 
 int amf_encode_number(struct buf *b, double v)
 {
-    int rc = buf_reserve(b, 9);
-    return rc ? rc : (buf_append_char(b, AMF_NUMBER), put_double(b, v));
+    int rc = buf_reserve(b, 9); /* all or nothing: no half values on a limit */
+    if (rc)
+        return rc;
+    buf_append_char(b, AMF_NUMBER);
+    return put_double(b, v);
 }
 
 int amf_encode_boolean(struct buf *b, bool v)
@@ -444,16 +447,23 @@ int amf_encode_date(struct buf *b, double ms, int16_t tz)
 
 int amf_encode_object_begin(struct buf *b) { return buf_append_char(b, AMF_OBJECT); }
 
-int amf_encode_ecma_array_begin(struct buf *b, uint32_t count)
+static int begin_counted(struct buf *b, uint8_t marker, uint32_t count)
 {
     int rc = buf_reserve(b, 5);
-    return rc ? rc : (buf_append_char(b, AMF_ECMA_ARRAY), put_u32(b, count));
+    if (rc)
+        return rc;
+    buf_append_char(b, (char)marker);
+    return put_u32(b, count);
+}
+
+int amf_encode_ecma_array_begin(struct buf *b, uint32_t count)
+{
+    return begin_counted(b, AMF_ECMA_ARRAY, count);
 }
 
 int amf_encode_strict_array_begin(struct buf *b, uint32_t count)
 {
-    int rc = buf_reserve(b, 5);
-    return rc ? rc : (buf_append_char(b, AMF_STRICT_ARRAY), put_u32(b, count));
+    return begin_counted(b, AMF_STRICT_ARRAY, count);
 }
 
 static int encode_key_len(struct buf *b, const char *key, size_t len)
@@ -461,7 +471,10 @@ static int encode_key_len(struct buf *b, const char *key, size_t len)
     if (len > 0xFFFF)
         return -EINVAL;
     int rc = buf_reserve(b, len + 2);
-    return rc ? rc : (put_u16(b, (uint16_t)len), buf_append(b, key, len));
+    if (rc)
+        return rc;
+    put_u16(b, (uint16_t)len);
+    return buf_append(b, key, len);
 }
 
 int amf_encode_key(struct buf *b, const char *key) { return encode_key_len(b, key, strlen(key)); }

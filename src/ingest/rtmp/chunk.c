@@ -18,7 +18,10 @@
  * versions and the 2009 spec do not. Like SRS we read the four bytes and, if
  * they are not the value the message header carried, give them back as
  * payload (the replay array below). A type 3 chunk that starts a new message
- * always carries the field when the stream's last header had one.
+ * always carries the field when the stream's last header had one. The price:
+ * when such a continuation has fewer than four payload bytes left, the
+ * decision waits for the next chunk's first bytes; no encoder sends a message
+ * with an extended timestamp and then waits for our reply before sending more.
  *
  * The limits guard memory, not the protocol: a peer can claim a 16 MiB message
  * on 64 chunk streams in a few hundred bytes, so buffers grow with the bytes

@@ -1,0 +1,445 @@
+// Shared pieces of the browser test and bench/latency: free ports on
+// 127.0.0.1, child processes that always get stopped (each in its own process
+// group, SIGTERM then SIGKILL), a Hearth server with a user and a channel,
+// ffmpeg publishers, and Debian's chromium driven by playwright-core.
+//
+// Nothing here builds anything or downloads a browser: the binary comes from
+// $HEARTH_BIN (default build/hearth), the front end from
+// $HEARTH_HTTP_STATIC_DIR (default web/dist), the browser is /usr/bin/chromium.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+export const HOST = '127.0.0.1';
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+
+// The flags every run uses: headless, no sandbox (root in a container), no
+// GPU, nothing that reaches out to the network, and muted autoplay allowed.
+export const CHROMIUM_ARGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-proxy-server',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export function log(prefix, ...args) {
+  const t = new Date().toISOString().slice(11, 23);
+  console.log(`[${t}] ${prefix}:`, ...args);
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, HOST, () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export function which(name, extra = []) {
+  for (const dir of [...(process.env.PATH || '/usr/bin:/bin').split(':'), ...extra]) {
+    const p = path.join(dir, name);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // next
+    }
+  }
+  return null;
+}
+
+// --- processes and cleanup ---------------------------------------------------
+
+const children = new Set();
+const cleanups = [];
+let cleaning = null;
+
+// Register something to undo at the end (closing the browser, removing a temp
+// dir); run in reverse order, after the browser but before the processes.
+export function onCleanup(fn) {
+  cleanups.push(fn);
+}
+
+// A child in its own process group, stdout+stderr to `logFile`.
+export function startProcess(name, cmd, args, { env = process.env, cwd, logFile } = {}) {
+  const out = logFile ? fs.openSync(logFile, 'a') : 'ignore';
+  const child = spawn(cmd, args, { env, cwd, detached: true, stdio: ['ignore', out, out] });
+  if (logFile) fs.closeSync(out);
+  child.label = name;
+  child.exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      child.exitCode_ = code;
+      child.exitSignal_ = signal;
+      resolve({ code, signal });
+    });
+    child.on('error', (err) => {
+      child.spawnError = err;
+      resolve({ code: -1, signal: null, error: err });
+    });
+  });
+  children.add(child);
+  return child;
+}
+
+export function alive(child) {
+  return child && child.exitCode === null && child.signalCode === null && !child.spawnError;
+}
+
+export async function stopProcess(child, graceMs = 8000) {
+  if (!child) return;
+  if (alive(child)) {
+    try {
+      process.kill(-child.pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+    const timer = sleep(graceMs).then(() => 'timeout');
+    if ((await Promise.race([child.exited, timer])) === 'timeout') {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+      await child.exited;
+    }
+  }
+  children.delete(child);
+}
+
+// Stop everything: the registered cleanups (browser first), then the child
+// processes, newest first (publishers before servers). Idempotent.
+export function cleanupAll() {
+  if (!cleaning) {
+    cleaning = (async () => {
+      for (const fn of cleanups.splice(0).reverse()) {
+        try {
+          await Promise.race([fn(), sleep(15000)]);
+        } catch (e) {
+          console.error('cleanup:', e?.message || e);
+        }
+      }
+      for (const child of [...children].reverse()) await stopProcess(child);
+    })();
+  }
+  return cleaning;
+}
+
+// Last resort when the process is going down without the async cleanup
+// (an uncaught exception already handled, or a second signal): SIGKILL
+// whatever is left, synchronously.
+function killAllNow() {
+  for (const child of children) {
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+}
+
+let signalled = false;
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    if (signalled) {
+      killAllNow();
+      process.exit(130);
+    }
+    signalled = true;
+    console.error(`\n${sig}: stopping everything`);
+    cleanupAll().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+  });
+}
+process.on('exit', killAllNow);
+
+// --- temp dirs -----------------------------------------------------------------
+
+export function tempDir(prefix) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  // nginx's worker runs as nobody and must read (and write hls/) in here.
+  fs.chmodSync(dir, 0o755);
+  return dir;
+}
+
+// --- HTTP -------------------------------------------------------------------------
+
+export async function waitHttp(url, { child, what, deadlineMs = 10000 } = {}) {
+  const deadline = Date.now() + deadlineMs;
+  let last = null;
+  while (Date.now() < deadline) {
+    if (child && !alive(child)) throw new Error(`${what || child.label} exited (${child.exitCode ?? child.signalCode}) before answering ${url}`);
+    try {
+      const r = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      if (r.ok) return await r.text();
+      last = `HTTP ${r.status}`;
+    } catch (e) {
+      last = e?.cause?.code || e?.message || String(e);
+    }
+    await sleep(100);
+  }
+  throw new Error(`${what || url} did not answer ${url} within ${deadlineMs / 1000} s (last: ${last})`);
+}
+
+// --- Hearth -------------------------------------------------------------------
+
+export function hearthBin() {
+  const bin = path.resolve(REPO, process.env.HEARTH_BIN || 'build/hearth');
+  try {
+    fs.accessSync(bin, fs.constants.X_OK);
+  } catch {
+    throw new Error(`no hearth binary at ${bin} (run \`make\` first, or set HEARTH_BIN)`);
+  }
+  return bin;
+}
+
+export function hearthStaticDir() {
+  const dir = path.resolve(REPO, process.env.HEARTH_HTTP_STATIC_DIR || 'web/dist');
+  if (!fs.existsSync(path.join(dir, 'watch.html'))) {
+    throw new Error(`no built front end in ${dir} (watch.html missing; run \`make\` first, or set HEARTH_HTTP_STATIC_DIR)`);
+  }
+  return dir;
+}
+
+// The environment for every hearth command: none of the caller's HEARTH_*
+// settings, everything on 127.0.0.1 and inside `dir`.
+function hearthEnv(dir, httpPort, rtmpPort, staticDir) {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith('HEARTH_') && k !== 'DB_URL') env[k] = v;
+  }
+  Object.assign(env, {
+    LC_ALL: 'C.UTF-8',
+    HEARTH_HTTP_LISTEN: `${HOST}:${httpPort}`,
+    HEARTH_RTMP_LISTEN: `${HOST}:${rtmpPort}`,
+    HEARTH_STORAGE_DATA_DIR: path.join(dir, 'data'),
+    HEARTH_HTTP_STATIC_DIR: staticDir,
+    HEARTH_SITE_PUBLIC_URL: `http://${HOST}:${httpPort}`,
+    HEARTH_HTTP_SHUTDOWN_TIMEOUT: '3s',
+  });
+  return env;
+}
+
+function hearthCli(bin, env, cwd, args, input) {
+  const r = spawnSync(bin, args, { env, cwd, input, encoding: 'utf8', timeout: 20000 });
+  if (r.status !== 0) {
+    throw new Error(`hearth ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr || r.stdout}`);
+  }
+  return r.stdout;
+}
+
+// Start `hearth serve` on free ports with its data in `dir`, after creating a
+// streamer and a channel with the CLI. Returns { url, rtmpUrl, key, slug, child, log }.
+export async function startHearth(dir) {
+  const bin = hearthBin();
+  const staticDir = hearthStaticDir();
+  fs.mkdirSync(path.join(dir, 'data'), { recursive: true });
+  let lastErr;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const httpPort = await freePort();
+    const rtmpPort = await freePort();
+    const env = hearthEnv(dir, httpPort, rtmpPort, staticDir);
+    let channel = null;
+    if (!fs.existsSync(path.join(dir, 'channel.json'))) {
+      hearthCli(bin, env, dir, ['user', 'add', 'alice', '--role', 'streamer', '--password-stdin'], 'pw12345678\n');
+      const out = hearthCli(bin, env, dir, ['channel', 'add', '--owner', 'alice', '--title', 'Browser test', '--json']);
+      fs.writeFileSync(path.join(dir, 'channel.json'), out);
+    }
+    channel = JSON.parse(fs.readFileSync(path.join(dir, 'channel.json'), 'utf8'));
+    const logFile = path.join(dir, 'hearth.log');
+    const child = startProcess('hearth', bin, ['serve'], { env, cwd: dir, logFile });
+    const url = `http://${HOST}:${httpPort}`;
+    try {
+      await waitHttp(`${url}/healthz`, { child, what: 'hearth' });
+      return {
+        url,
+        rtmpUrl: `rtmp://${HOST}:${rtmpPort}/live`,
+        key: channel.stream_key,
+        slug: channel.slug,
+        child,
+        logFile,
+      };
+    } catch (e) {
+      lastErr = e;
+      await stopProcess(child);
+      const text = fs.readFileSync(logFile, 'utf8');
+      if (!/in use/i.test(text)) break; // a port race is worth another try; nothing else is
+    }
+  }
+  throw new Error(`${lastErr.message}\n${tail(path.join(dir, 'hearth.log'))}`);
+}
+
+export function tail(file, n = 30) {
+  try {
+    return fs.readFileSync(file, 'utf8').split('\n').slice(-n - 1).join('\n');
+  } catch {
+    return `(no ${file})`;
+  }
+}
+
+// --- ffmpeg ---------------------------------------------------------------------
+
+const FFMPEG_QUIET = ['-hide_banner', '-nostdin', '-loglevel', 'warning'];
+
+// The test source: testsrc2 1280x720 30 fps with a 440 Hz tone, H.264
+// (veryfast, zerolatency: no B-frames) with a keyframe every `gop` frames, AAC.
+function sourceArgs({ seconds, live }) {
+  const dur = seconds ? [':duration=' + seconds, ':duration=' + seconds] : ['', ''];
+  return [
+    ...(live ? ['-re'] : []),
+    '-f', 'lavfi', '-i', `testsrc2=size=1280x720:rate=30${dur[0]}`,
+    '-f', 'lavfi', '-i', `sine=frequency=440:sample_rate=48000${dur[1]}`,
+  ];
+}
+
+function encodeArgs(gop) {
+  return [
+    '-map', '0:v', '-map', '1:a',
+    '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-pix_fmt', 'yuv420p',
+    '-g', String(gop), '-keyint_min', String(gop), '-sc_threshold', '0', '-b:v', '3M', '-maxrate', '3M', '-bufsize', '3M',
+    '-c:a', 'aac', '-b:a', '128k', '-ar', '48000', '-ac', '2',
+  ];
+}
+
+// Publish the test source, encoded live, to one RTMP URL.
+export function publishLive(rtmpUrl, logFile, { gop = 60 } = {}) {
+  const ffmpeg = which('ffmpeg');
+  if (!ffmpeg) throw new Error('ffmpeg is not installed (scripts/deps test)');
+  return startProcess('ffmpeg', ffmpeg, [
+    ...FFMPEG_QUIET, ...sourceArgs({ live: true }), ...encodeArgs(gop), '-f', 'flv', rtmpUrl,
+  ], { logFile });
+}
+
+// Encode `seconds` of the test source once into an MP4 (no -re: as fast as it goes).
+export async function makeClip(file, logFile, { seconds = 20, gop = 60 } = {}) {
+  const ffmpeg = which('ffmpeg');
+  if (!ffmpeg) throw new Error('ffmpeg is not installed');
+  const child = startProcess('ffmpeg (clip)', ffmpeg, [
+    ...FFMPEG_QUIET, '-y', ...sourceArgs({ seconds }), ...encodeArgs(gop), '-t', String(seconds), '-movflags', '+faststart', file,
+  ], { logFile });
+  const { code, signal } = await child.exited;
+  children.delete(child);
+  if (code !== 0) throw new Error(`ffmpeg could not make the clip (${code ?? signal}):\n${tail(logFile)}`);
+}
+
+// One ffmpeg reading `clip` in real time, looped, copied (no re-encode) to
+// every URL through the tee muxer: the same packets reach each server at the
+// same moment.
+export function publishClipTee(clip, rtmpUrls, logFile) {
+  const ffmpeg = which('ffmpeg');
+  if (!ffmpeg) throw new Error('ffmpeg is not installed');
+  const outs = rtmpUrls.map((u) => `[f=flv:onfail=ignore]${u}`).join('|');
+  return startProcess('ffmpeg (tee)', ffmpeg, [
+    ...FFMPEG_QUIET, '-re', '-stream_loop', '-1', '-i', clip,
+    '-map', '0:v', '-map', '0:a', '-c', 'copy', '-flags:v', '+global_header', '-flags:a', '+global_header',
+    '-f', 'tee', outs,
+  ], { logFile });
+}
+
+// --- chromium -------------------------------------------------------------------
+
+// A headless chromium with a fresh user-data-dir under `dir`; closed (and the
+// profile removed with `dir`) at cleanup.
+export async function launchBrowser(dir) {
+  try {
+    fs.accessSync(CHROMIUM, fs.constants.X_OK);
+  } catch {
+    throw new Error(`no chromium at ${CHROMIUM} (apt-get install chromium fonts-dejavu-core)`);
+  }
+  const profile = fs.mkdtempSync(path.join(dir, 'chromium-profile-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1280, height: 800 },
+    timeout: 30000,
+    // playwright's own signal handlers would kill the browser before ours run
+    handleSIGINT: false,
+    handleSIGTERM: false,
+    handleSIGHUP: false,
+  });
+  onCleanup(() => context.close());
+  return context;
+}
+
+// Record everything a page says: console messages, page errors, failed
+// requests. Returns the array it fills; each entry is a line of text.
+export function captureConsole(page, name) {
+  const lines = [];
+  const add = (s) => lines.push(`${new Date().toISOString().slice(11, 23)} [${name}] ${s}`);
+  page.on('console', (m) => add(`console.${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => add(`pageerror: ${e.message}`));
+  page.on('requestfailed', (r) => {
+    const f = r.failure()?.errorText || '';
+    // hls.js aborts requests it no longer needs (blocking reloads it gave up on)
+    add(`requestfailed: ${r.method()} ${r.url()} ${f}`);
+  });
+  page.on('response', (r) => {
+    if (r.status() >= 400) add(`HTTP ${r.status()} ${r.request().method()} ${r.url()}`);
+  });
+  page.on('crash', () => add('the page crashed'));
+  return lines;
+}
+
+// Hook hls.js errors and the video's stalls into window.__hearthEvents, for
+// whichever hls.js instance window.hearthPlayer() returns (the watch page
+// re-creates it on retry; the nginx page in bench/latency exposes the same).
+// Installed before the page's own scripts run: call it before page.goto().
+export async function instrumentPlayer(page) {
+  await page.addInitScript(() => {
+    const w = window;
+    w.__hearthEvents = w.__hearthEvents || [];
+    const push = (s) => w.__hearthEvents.push(`${(performance.now() / 1000).toFixed(2)}s ${s}`);
+    const hook = () => {
+      const hls = typeof w.hearthPlayer === 'function' ? w.hearthPlayer() : null;
+      if (hls && !hls.__hearthHooked) {
+        hls.__hearthHooked = true;
+        hls.on('hlsError', (_e, d) => push(`hls.js error: type=${d.type} details=${d.details} fatal=${d.fatal}${d.url ? ' url=' + d.url : ''}${d.response ? ' status=' + d.response.code : ''}${d.reason ? ' reason=' + d.reason : ''}${d.error ? ' error=' + d.error.message : ''}`));
+        hls.on('hlsBufferEos', () => push('hls.js: BUFFER_EOS'));
+      }
+      const v = document.querySelector('video');
+      if (v && !v.__hearthHooked) {
+        v.__hearthHooked = true;
+        for (const ev of ['waiting', 'stalled', 'error', 'ended', 'emptied']) {
+          v.addEventListener(ev, () => push(`video ${ev} at currentTime ${v.currentTime.toFixed(2)}${ev === 'error' && v.error ? ' code=' + v.error.code + ' ' + v.error.message : ''}`));
+        }
+      }
+    };
+    hook();
+    setInterval(hook, 250);
+  });
+}
+
+export async function playerEvents(page) {
+  try {
+    return await page.evaluate(() => window.__hearthEvents || []);
+  } catch {
+    return [];
+  }
+}
+
+// Numbers: percentiles by nearest rank over a sorted copy.
+export function percentile(values, p) {
+  if (!values.length) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const i = Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1));
+  return s[i];
+}
