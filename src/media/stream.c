@@ -288,6 +288,7 @@ int stream_publish_begin(struct stream_hub *hub, const char *slug, int64_t chann
         uv_timer_stop(&s->grace_timer);
         s->state = STREAM_LIVE;
         s->next_discontinuity = true;
+        gop_clear(s); /* the old GOP's times belong to the previous publisher */
         *resumed = true;
         *out = s;
         log_info("stream %s: publisher is back; continuing with a discontinuity", slug);

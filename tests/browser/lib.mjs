@@ -72,12 +72,24 @@ export function which(name, extra = []) {
 
 const children = new Set();
 const cleanups = [];
+const lateCleanups = [];
 let cleaning = null;
 
-// Register something to undo at the end (closing the browser, removing a temp
-// dir); run in reverse order, after the browser but before the processes.
-export function onCleanup(fn) {
-  cleanups.push(fn);
+// Register something to undo at the end. Plain ones (closing the browser) run
+// first, newest first; then the child processes are stopped; then the `late`
+// ones (removing a temp dir the processes wrote into).
+export function onCleanup(fn, { late = false } = {}) {
+  (late ? lateCleanups : cleanups).push(fn);
+}
+
+async function runCleanups(list) {
+  for (const fn of list.splice(0).reverse()) {
+    try {
+      await Promise.race([fn(), sleep(15000)]);
+    } catch (e) {
+      console.error('cleanup:', e?.message || e);
+    }
+  }
 }
 
 // A child in its own process group, stdout+stderr to `logFile`.
@@ -87,11 +99,7 @@ export function startProcess(name, cmd, args, { env = process.env, cwd, logFile 
   if (logFile) fs.closeSync(out);
   child.label = name;
   child.exited = new Promise((resolve) => {
-    child.on('exit', (code, signal) => {
-      child.exitCode_ = code;
-      child.exitSignal_ = signal;
-      resolve({ code, signal });
-    });
+    child.on('exit', (code, signal) => resolve({ code, signal }));
     child.on('error', (err) => {
       child.spawnError = err;
       resolve({ code: -1, signal: null, error: err });
@@ -102,9 +110,10 @@ export function startProcess(name, cmd, args, { env = process.env, cwd, logFile 
 }
 
 export function alive(child) {
-  return child && child.exitCode === null && child.signalCode === null && !child.spawnError;
+  return Boolean(child) && child.exitCode === null && child.signalCode === null && !child.spawnError;
 }
 
+// SIGTERM to the child's process group, SIGKILL after `graceMs`.
 export async function stopProcess(child, graceMs = 8000) {
   if (!child) return;
   if (alive(child)) {
@@ -126,20 +135,16 @@ export async function stopProcess(child, graceMs = 8000) {
   children.delete(child);
 }
 
-// Stop everything: the registered cleanups (browser first), then the child
-// processes, newest first (publishers before servers). Idempotent.
+// Stop everything registered so far; concurrent callers share one run.
 export function cleanupAll() {
   if (!cleaning) {
     cleaning = (async () => {
-      for (const fn of cleanups.splice(0).reverse()) {
-        try {
-          await Promise.race([fn(), sleep(15000)]);
-        } catch (e) {
-          console.error('cleanup:', e?.message || e);
-        }
-      }
+      await runCleanups(cleanups);
       for (const child of [...children].reverse()) await stopProcess(child);
-    })();
+      await runCleanups(lateCleanups);
+    })().finally(() => {
+      cleaning = null;
+    });
   }
   return cleaning;
 }

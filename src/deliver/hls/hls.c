@@ -256,18 +256,24 @@ static void close_part(struct hls_stream *hs, int64_t end_t)
     }
     struct fmp4_fragment frag = {
         .sequence = ++hs->frag_seq, .styp = seg->nparts == 0, .runs = runs, .nruns = nruns};
-    struct buf out;
-    buf_init(&out, 0);
-    int rc = fmp4_write_fragment(&out, &frag);
-    if (rc != 0) {
-        log_error("hls %s: cannot write a part: %s", hs->slug, strerror(-rc));
-        buf_free(&out);
+    /* The writer knows the fragment's size up front: write it straight into
+     * the blob that will be served, so the payload is copied only once. */
+    size_t fsize = fmp4_fragment_size(&frag);
+    struct hls_blob *b = fsize ? malloc(sizeof *b + fsize + 1) : NULL;
+    if (!b) {
+        log_error("hls %s: cannot write a part (%zu bytes)", hs->slug, fsize);
         goto out;
     }
-    struct hls_blob *b = blob_from_buf(&out);
-    buf_free(&out);
-    if (!b)
+    struct buf out = {.data = (char *)b->data, .len = 0, .cap = fsize + 1, .limit = fsize};
+    int rc = fmp4_write_fragment(&out, &frag);
+    if (rc != 0 || out.data != (char *)b->data || out.len != fsize) {
+        log_error("hls %s: cannot write a part: %s", hs->slug, strerror(rc ? -rc : EINVAL));
+        free(b);
         goto out;
+    }
+    b->refs = 1;
+    b->len = fsize;
+    b->etag[0] = '\0';
     if (seg->nparts == seg->capparts) {
         int c = seg->capparts ? seg->capparts * 2 : 8;
         struct hls_part *n = realloc(seg->parts, (size_t)c * sizeof *n);
