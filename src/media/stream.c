@@ -250,6 +250,7 @@ static void on_stream_timer_closed(uv_handle_t *h)
     free(s->gop);
     codec_config_free(&s->video.config);
     codec_config_free(&s->audio.config);
+    free(s->metadata);
     free(s);
 }
 
@@ -401,6 +402,20 @@ int stream_set_config(struct stream *s, const struct codec_config *cfg)
         if (c->ops->on_config)
             c->ops->on_config(c, s);
     }
+    return 0;
+}
+
+int stream_set_metadata(struct stream *s, const void *data, size_t len)
+{
+    if (len > 64 * 1024)
+        return -EMSGSIZE;
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, data, len);
+    free(s->metadata);
+    s->metadata = copy;
+    s->metadata_len = len;
     return 0;
 }
 

@@ -96,6 +96,9 @@ struct stream {
     uint64_t started_ns;
     uint64_t bytes_in;
     bool next_discontinuity;
+    /* The publisher's onMetaData object, as AMF0 bytes (encoder, sizes, rates). */
+    uint8_t *metadata;
+    size_t metadata_len;
 
     struct frame **gop;
     size_t gop_len, gop_cap;
@@ -138,6 +141,8 @@ void stream_end(struct stream *s);
 
 /* Set a track's codec configuration (copied). No-op when unchanged. */
 int stream_set_config(struct stream *s, const struct codec_config *cfg);
+/* Keep the publisher's metadata (copied; replaces what was there). */
+int stream_set_metadata(struct stream *s, const void *data, size_t len);
 /* Publish a frame (borrowed; the stream takes the references it needs). */
 void stream_push(struct stream *s, struct frame *f);
 

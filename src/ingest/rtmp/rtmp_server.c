@@ -449,6 +449,13 @@ static void handle_data(struct rtmp_session *s, const uint8_t *p, size_t len)
         amf_get_number(m, "framerate", &fps);
         amf_get_number(m, "videodatarate", &vbr);
         const char *enc = amf_get_string(m, "encoder");
+        if (s->stream) {
+            struct buf raw;
+            buf_init(&raw, 64 * 1024);
+            if (amf_encode_value(&raw, m) == 0)
+                stream_set_metadata(s->stream, raw.data, raw.len);
+            buf_free(&raw);
+        }
         log_info("rtmp %s %s: metadata: %.0fx%.0f %.2f fps %.0f kbit/s, encoder %s", s->remote,
                  s->slug, w, h, fps, vbr, enc ? enc : "?");
     }
