@@ -9,7 +9,7 @@ ASAN_BUILD ?= build-asan
 PYTHON     ?= /usr/bin/python3
 PYTEST_ARGS ?=
 
-.PHONY: all build run test unit asan e2e bench clean fuzz
+.PHONY: all build run test unit asan e2e browser bench clean fuzz
 
 all: build
 
@@ -48,17 +48,23 @@ asan:
 e2e: build
 	HEARTH_BIN=$(CURDIR)/$(BUILD)/hearth $(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
 
+browser: build
+	HEARTH_BIN=$(CURDIR)/$(BUILD)/hearth HEARTH_HTTP_STATIC_DIR=$(CURDIR)/web/dist tests/browser/run
+
 test:
 	@scripts/deps test
 	@$(MAKE) --no-print-directory build
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory e2e
+	@$(MAKE) --no-print-directory browser
 
+# Each benchmark runs Hearth and its peer side by side and prints the ratio.
+BENCHES ?= http ingest availability viewers latency
 bench:
 	@scripts/deps bench
 	@$(MAKE) --no-print-directory build
-	bench/http
+	@for b in $(BENCHES); do [ -x bench/$$b ] || continue; echo "== bench/$$b"; bench/$$b || exit 1; done
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) web/dist web/node_modules

@@ -97,6 +97,24 @@ static const struct key keys[] = {
 
     {"debug", "echo", T_BOOL, F(debug.echo), "false", 0, 0,
      "serve POST /debug/echo, which answers a body's length and SHA-256: checks that a proxy in front passes bodies intact"},
+
+    {"smtp", "host", T_STR, F(smtp.host), "", 0, 0,
+     "mail server for verification and password-reset e-mail; empty: the messages are logged instead"},
+    {"smtp", "port", T_INT, F(smtp.port), "587", 1, 65535,
+     "mail server port (587 for starttls, 465 for tls)"},
+    {"smtp", "user", T_STR, F(smtp.user), "", 0, 0, "SMTP login; empty for none"},
+    {"smtp", "password", T_STR, F(smtp.password), "", 0, 0, "SMTP password"},
+    {"smtp", "from", T_STR, F(smtp.from), "", 0, 0,
+     "sender address; empty: noreply@ the host of site.public_url"},
+    {"smtp", "tls", T_STR, F(smtp.tls), "starttls", 0, 0,
+     "starttls (required), tls (smtps://, implicit TLS) or none (plain; local relays only)"},
+
+    {"auth", "session_lifetime", T_DURATION, F(auth.session_lifetime_ms), "720h", 60000,
+     31622400000LL, "a login lasts this long, then the user signs in again"},
+    {"auth", "login_attempts", T_INT, F(auth.login_attempts), "10", 1, 100000,
+     "failed logins allowed per IP address and per account within login_window; more are answered 429"},
+    {"auth", "login_window", T_DURATION, F(auth.login_window_ms), "15m", 1000, 86400000,
+     "the window that login_attempts counts in"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])

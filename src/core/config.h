@@ -80,6 +80,21 @@ struct config {
     struct {
         bool echo;
     } debug;
+
+    struct {
+        char host[CONFIG_STR];
+        int port;
+        char user[CONFIG_STR];
+        char password[CONFIG_STR];
+        char from[CONFIG_STR];
+        char tls[16]; /* "starttls", "tls" or "none"; checked by app/mail.c */
+    } smtp;
+
+    struct {
+        uint64_t session_lifetime_ms;
+        int login_attempts;
+        uint64_t login_window_ms;
+    } auth;
 };
 
 /* Fill every key with its default. */

@@ -252,8 +252,9 @@ function hearthCli(bin, env, cwd, args, input) {
 }
 
 // Start `hearth serve` on free ports with its data in `dir`, after creating a
-// streamer and a channel with the CLI. Returns { url, rtmpUrl, key, slug, child, log }.
-export async function startHearth(dir) {
+// streamer and a channel with the CLI. `extraEnv`: more HEARTH_* settings for
+// the server. Returns { url, rtmpUrl, key, slug, child, logFile }.
+export async function startHearth(dir, extraEnv = {}) {
   const bin = hearthBin();
   const staticDir = hearthStaticDir();
   fs.mkdirSync(path.join(dir, 'data'), { recursive: true });
@@ -270,7 +271,7 @@ export async function startHearth(dir) {
     }
     channel = JSON.parse(fs.readFileSync(path.join(dir, 'channel.json'), 'utf8'));
     const logFile = path.join(dir, 'hearth.log');
-    const child = startProcess('hearth', bin, ['serve'], { env, cwd: dir, logFile });
+    const child = startProcess('hearth', bin, ['serve'], { env: { ...env, ...extraEnv }, cwd: dir, logFile });
     const url = `http://${HOST}:${httpPort}`;
     try {
       await waitHttp(`${url}/healthz`, { child, what: 'hearth' });
@@ -333,12 +334,13 @@ export function publishLive(rtmpUrl, logFile, { gop = 60 } = {}) {
   ], { logFile });
 }
 
-// Encode `seconds` of the test source once into an MP4 (no -re: as fast as it goes).
+// Encode `seconds` of the test source once into an FLV file (the codec tags
+// RTMP wants; no -re: as fast as it goes).
 export async function makeClip(file, logFile, { seconds = 20, gop = 60 } = {}) {
   const ffmpeg = which('ffmpeg');
   if (!ffmpeg) throw new Error('ffmpeg is not installed');
   const child = startProcess('ffmpeg (clip)', ffmpeg, [
-    ...FFMPEG_QUIET, '-y', ...sourceArgs({ seconds }), ...encodeArgs(gop), '-t', String(seconds), '-movflags', '+faststart', file,
+    ...FFMPEG_QUIET, '-y', ...sourceArgs({ seconds }), ...encodeArgs(gop), '-t', String(seconds), '-f', 'flv', file,
   ], { logFile });
   const { code, signal } = await child.exited;
   children.delete(child);
@@ -354,7 +356,7 @@ export function publishClipTee(clip, rtmpUrls, logFile) {
   const outs = rtmpUrls.map((u) => `[f=flv:onfail=ignore]${u}`).join('|');
   return startProcess('ffmpeg (tee)', ffmpeg, [
     ...FFMPEG_QUIET, '-re', '-stream_loop', '-1', '-i', clip,
-    '-map', '0:v', '-map', '0:a', '-c', 'copy', '-flags:v', '+global_header', '-flags:a', '+global_header',
+    '-map', '0:v', '-map', '0:a', '-c', 'copy',
     '-f', 'tee', outs,
   ], { logFile });
 }

@@ -128,6 +128,9 @@ async function main() {
   }, (TIMEOUT_S + 30) * 1000);
   watchdog.unref();
 
+  // Nothing stale from an earlier run: what is there afterwards is this run's.
+  for (const f of ['watch.png', 'watch-failed.png', 'console.log', 'hearth.log']) fs.rmSync(path.join(ARTIFACTS, f), { force: true });
+
   for (const [name, fn] of tests) {
     const dir = tempDir('hearth-browser-');
     const ctx = { dir };

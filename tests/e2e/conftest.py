@@ -111,3 +111,31 @@ def server(shared_server):
     yield shared_server
     assert shared_server.alive(), "server died during this test:\n" + shared_server.log_tail()
 
+
+
+# --- the live pipeline (test_live.py, test_rtmp_robustness.py) -----------------
+
+
+@pytest.fixture(scope="session")
+def live_clip(tmp_path_factory):
+    """The test clip, made once per session: 1080p60 H.264 High, 2 s GOP, AAC 48 kHz, FLV."""
+    from livetools import make_clip
+
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.flv")
+
+
+@pytest.fixture
+def live_server(bin_path, live_clip, tmp_path):
+    """Factory: live_server(**env) -> livetools.LiveServer; stopped (publishers too) at teardown."""
+    from livetools import LiveServer
+
+    started = []
+
+    def start(env=None):
+        ls = LiveServer(bin_path, tmp_path / f"live{len(started)}", live_clip, env)
+        started.append(ls)
+        return ls
+
+    yield start
+    for ls in started:
+        ls.close()

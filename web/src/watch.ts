@@ -35,8 +35,10 @@ function start(): void {
   if (Hls.isSupported()) {
     hls = new Hls({
       lowLatencyMode: true,
-      // Two parts behind the live edge; hls.js speeds up a little to keep there.
-      liveSyncDuration: 1.0,
+      // One part behind the newest one: with blocking playlist reloads each
+      // part arrives the moment it is cut, so this is enough buffer on a
+      // sound connection; hls.js falls back further if it stalls.
+      liveSyncDuration: 0.5,
       liveMaxLatencyDuration: 5,
       maxLiveSyncPlaybackRate: 1.15,
       backBufferLength: 10,

@@ -22,7 +22,7 @@
 
 #define TICK_MS 100
 
-enum parked_kind { PARK_PLAYLIST, PARK_PART };
+enum parked_kind { PARK_PLAYLIST, PARK_PART, PARK_MASTER };
 
 struct hls_parked {
     struct hls_parked *next;
@@ -105,6 +105,34 @@ static int answer_part(struct hls_stream *hs, struct http_request *req, uint64_t
     return -ENOENT;
 }
 
+static bool has_media(const struct hls_stream *hs)
+{
+    /* Old segments lose their part lists; a complete one still counts. */
+    return hs->ended || (hs->nsegs > 0 && (hs->segs[0].complete || hs->segs[0].nparts > 0));
+}
+
+static void answer_master(struct hls_stream *hs, struct http_request *req)
+{
+    if (hs->pl_master && hs->pl_master_v == hs->version) {
+        send_blob(req, hs->pl_master, "application/vnd.apple.mpegurl", "public, max-age=1");
+        return;
+    }
+    struct buf b;
+    buf_init(&b, 0);
+    hls_render_master(hs, &b);
+    struct hls_blob *blob = hls_blob_new(b.data, b.len);
+    buf_free(&b);
+    if (!blob) {
+        http_response_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    snprintf(blob->etag, sizeof blob->etag, "\"%s-m%" PRIu64 "\"", hs->sid, hs->version);
+    hls_blob_unref(hs->pl_master);
+    hs->pl_master = blob;
+    hs->pl_master_v = hs->version;
+    send_blob(req, blob, "application/vnd.apple.mpegurl", "public, max-age=1");
+}
+
 /* --- parking ------------------------------------------------------------------ */
 
 static void unlink_parked(struct hls_parked *pk)
@@ -135,6 +163,15 @@ static void finish_parked(struct hls_parked *pk)
 static int try_answer(struct hls_parked *pk, bool expired)
 {
     struct hls_stream *hs = pk->hs;
+    if (pk->kind == PARK_MASTER) {
+        if (!has_media(hs) && !expired)
+            return 0;
+        if (has_media(hs))
+            answer_master(hs, pk->req);
+        else
+            http_response_error(pk->req, 503, "unavailable", "the stream has not produced media yet");
+        return 1;
+    }
     if (pk->kind == PARK_PLAYLIST) {
         int r = hls_playlist_ready(hs, pk->msn, pk->part);
         if (r == 0 && !expired)
@@ -268,29 +305,14 @@ static int on_live(struct http_request *req, void *ud)
     const char *slug = http_request_param(req, "slug");
     const char *file = http_request_param(req, "file");
     struct hls_stream *hs = hls_find(hls, slug);
-    if (!hs || (!hs->init && !hs->ended)) {
+    if (!hs) {
         not_found(req, "this channel is not live");
         return 0;
     }
     if (strcmp(file, "master.m3u8") == 0) {
-        if (hs->pl_master && hs->pl_master_v == hs->version) {
-            send_blob(req, hs->pl_master, "application/vnd.apple.mpegurl", "public, max-age=1");
-            return 0;
-        }
-        struct buf b;
-        buf_init(&b, 0);
-        hls_render_master(hs, &b);
-        struct hls_blob *blob = hls_blob_new(b.data, b.len);
-        buf_free(&b);
-        if (!blob) {
-            http_response_error(req, 500, "internal", "out of memory");
-            return 0;
-        }
-        snprintf(blob->etag, sizeof blob->etag, "\"%s-m%" PRIu64 "\"", hs->sid, hs->version);
-        hls_blob_unref(hs->pl_master);
-        hs->pl_master = blob;
-        hs->pl_master_v = hs->version;
-        send_blob(req, blob, "application/vnd.apple.mpegurl", "public, max-age=1");
+        if (!has_media(hs))
+            return park(hs, req, PARK_MASTER, -1, -1, false);
+        answer_master(hs, req);
         return 0;
     }
     if (strcmp(file, "index.m3u8") == 0) {
@@ -318,6 +340,10 @@ static int on_live(struct http_request *req, void *ud)
             part = (int64_t)n;
         }
         if (msn < 0) {
+            /* A stream that is starting has no part yet: an empty playlist
+             * makes players back off for seconds, so wait for the first part. */
+            if (!has_media(hs))
+                return park(hs, req, PARK_PLAYLIST, (int64_t)hs->next_msn - (hs->nsegs ? 1 : 0), 0, skip);
             answer_playlist(hs, req, skip, false);
             return 0;
         }
