@@ -5,7 +5,8 @@
  * valid stream header comes first (so stanzas are reached at once), small
  * or default limits, and the read size the rest is cut into. Stanza
  * callbacks pause or fail now and then (by the stanza's name), and the
- * driver continues or resets as c2s would. Every stanza the parser hands
+ * driver continues or resets as c2s would, and trims the parser between
+ * reads when asked. Every stanza the parser hands
  * out must serialize to bytes that parse back to an equal tree.
  */
 #include <errno.h>
@@ -123,6 +124,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         if (rc < 0 && xml_stream_error(s) == XML_ERR_NONE)
             abort();
+        if (mode & 0x40) {
+            int t = xml_stream_trim(s); /* between reads, as an idle timer would */
+            if (t != 0 && t != -EAGAIN)
+                abort();
+        }
         p += n;
         left -= n;
     }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "app/app.h"
+#include "app/auth.h" /* TEMP(auth): local hook, integrator replaces */
 #include "core/config.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -78,5 +79,7 @@ int app_register_routes(struct app *app, struct http_server *srv)
     int rc = api_health_register(app, srv);
     if (rc == 0)
         rc = app_pages_register(app, srv);
+    if (rc == 0)
+        rc = api_auth_register(app, srv); /* TEMP(auth): local hook, integrator replaces */
     return rc;
 }

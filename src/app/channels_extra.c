@@ -319,6 +319,28 @@ int channel_ext_list(struct db *db, const struct channel_query *q,
     return 0;
 }
 
+int channel_protected_foreach(struct db *db,
+                              int (*fn)(const char *slug, int64_t id, int64_t access_gen,
+                                        const char *invite_hash, void *ud),
+                              void *ud)
+{
+    struct db_stmt *st;
+    int rc = db_prepare(db,
+                        "SELECT slug, id, access_gen, COALESCE(invite_code_hash, '')"
+                        " FROM channels WHERE protected = 1",
+                        &st);
+    if (rc < 0)
+        return rc;
+    int stop = 0;
+    while (!stop && (rc = db_step(st)) == DB_ROW)
+        stop = fn(db_column_text(st, 0), db_column_int64(st, 1), db_column_int64(st, 2),
+                  db_column_text(st, 3), ud);
+    db_finalize(st);
+    if (stop)
+        return stop;
+    return rc < 0 ? rc : 0;
+}
+
 /* ---- edits ---- */
 
 static int exec_bound(struct db *db, const char *sql, int nint, const int64_t *ints)

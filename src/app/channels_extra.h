@@ -69,6 +69,12 @@ int channel_ext_list(struct db *db, const struct channel_query *q,
                      int (*fn)(const struct channel_ext *c, void *ud), void *ud, char *err,
                      size_t errlen);
 
+/* Call fn for every protected channel (for the loop's door at start-up). */
+int channel_protected_foreach(struct db *db,
+                              int (*fn)(const char *slug, int64_t id, int64_t access_gen,
+                                        const char *invite_hash, void *ud),
+                              void *ud);
+
 /* Text rules (also for forms). A description may hold newlines and tabs. */
 int channel_title_valid(const char *title, char *err, size_t errlen);
 int channel_description_valid(const char *description, char *err, size_t errlen);

@@ -184,4 +184,25 @@ void viewers_sweep(struct viewers *v, uint64_t now_ms);
 unsigned viewers_count(struct viewers *v, const char *slug);
 unsigned viewers_peak(struct viewers *v, const char *slug);
 
+/* ---- the routes (api_channels.c, openapi.c) ---- */
+
+struct app;
+struct http_server;
+struct stream_hub;
+struct hls;
+
+/*
+ * Channels, live directory, topics, follows, notifications and
+ * /api/v1/openapi.json; hooks itself into the stream hub and loads the
+ * protected channels and the watch-token secret from the database (call it
+ * before the loop runs, once). hls may be NULL. 0 or a negative code.
+ */
+int api_channels_register(struct app *app, struct http_server *srv, struct stream_hub *hub,
+                          struct hls *hls);
+/* The process's viewer state (for the HLS hook), once registered; else NULL. */
+struct viewers *api_channels_viewers(void);
+
+/* GET /api/v1/openapi.json, and GET /debug/routes when debug.echo is on. */
+int openapi_register(struct app *app, struct http_server *srv);
+
 #endif

@@ -1197,6 +1197,22 @@ int xml_stream_reset(struct xml_stream *s)
     return rc;
 }
 
+int xml_stream_trim(struct xml_stream *s)
+{
+    if (s->in_feed)
+        return -EBUSY;
+    if (!s->p || s->need_parser)
+        return 0;
+    /* Only between units: a fresh parser with the replay header is then in
+     * exactly the state this one is in. */
+    if (s->fed != s->unit_start || s->top)
+        return -EAGAIN;
+    XML_ParserFree(s->p);
+    s->p = NULL;
+    s->need_parser = true;
+    return 0;
+}
+
 enum xml_error xml_stream_error(const struct xml_stream *s) { return s->err; }
 
 const char *xml_stream_error_text(const struct xml_stream *s) { return s->errtext; }
@@ -1296,6 +1312,17 @@ int xml_stream_feed_frame(struct xml_stream *s, const char *data, size_t len, si
     s->frame_elems = 0;
     clear_decls(s);
     int rc = feed(s, data, len, consumed);
+    if (rc == XML_STREAM_PAUSED) {
+        /* Nothing but whitespace may follow the one element; say so now,
+         * so that the caller never has to feed the rest of a message. */
+        if (!all_space(data + *consumed, len - *consumed)) {
+            fail(s, XML_ERR_NOT_WELL_FORMED, -EPROTO,
+                 "more than one element in a WebSocket message");
+            return s->rc;
+        }
+        *consumed = len;
+        return rc;
+    }
     if (rc != 0 || s->closed)
         return rc;
     /* The message must have ended on an element boundary: nothing open,

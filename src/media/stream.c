@@ -172,9 +172,11 @@ static size_t queue_push(struct stream_queue *q, struct frame *f, bool has_video
     pthread_mutex_lock(&q->lock);
     bool is_key = has_video ? (f->kind == MEDIA_KIND_VIDEO && f->keyframe) : true;
     if (q->waiting_key && !is_key) {
+        /* Counted, not reported: the drop that started the wait was logged;
+         * a line per frame until the keyframe would flood the log. */
         q->dropped++;
         pthread_mutex_unlock(&q->lock);
-        return 1;
+        return 0;
     }
     q->waiting_key = false;
     if (q->len == q->cap) {
@@ -243,6 +245,15 @@ struct frame *stream_queue_pop(struct stream_consumer *c)
 
 /* --- streams -------------------------------------------------------------------- */
 
+/*
+ * Every consumer of s, in a way that lets a callback detach any consumer
+ * (itself, or one further down the list): detach moves s->iter_next past the
+ * one it unlinks. Loops over one stream's consumers do not nest.
+ */
+#define FOREACH_CONSUMER(s, c)                                                          \
+    for (struct stream_consumer *c = (s)->consumers; c && ((s)->iter_next = c->next, true); \
+         c = (s)->iter_next)
+
 static void on_stream_timer_closed(uv_handle_t *h)
 {
     struct stream *s = h->data;
@@ -293,12 +304,9 @@ int stream_publish_begin(struct stream_hub *hub, const char *slug, int64_t chann
         *resumed = true;
         *out = s;
         log_info("stream %s: publisher is back; continuing with a discontinuity", slug);
-        struct stream_consumer *next;
-        for (struct stream_consumer *c = s->consumers; c; c = next) {
-            next = c->next;
+        FOREACH_CONSUMER(s, c)
             if (c->ops->on_resume)
                 c->ops->on_resume(c, s);
-        }
         return 0;
     }
     s = calloc(1, sizeof *s);
@@ -340,12 +348,9 @@ void stream_publish_end(struct stream *s)
         return;
     }
     s->state = STREAM_GRACE;
-    struct stream_consumer *next;
-    for (struct stream_consumer *c = s->consumers; c; c = next) {
-        next = c->next;
+    FOREACH_CONSUMER(s, c)
         if (c->ops->on_pause)
             c->ops->on_pause(c, s);
-    }
     uv_timer_start(&s->grace_timer, on_grace_timeout, s->hub->grace_ms, 0);
 }
 
@@ -356,12 +361,9 @@ void stream_end(struct stream *s)
     s->state = STREAM_ENDED;
     uv_timer_stop(&s->grace_timer);
     struct stream_hub *hub = s->hub;
-    struct stream_consumer *next;
-    for (struct stream_consumer *c = s->consumers; c; c = next) {
-        next = c->next;
+    FOREACH_CONSUMER(s, c)
         if (c->ops->on_end)
             c->ops->on_end(c, s);
-    }
     while (s->consumers)
         stream_consumer_detach(s->consumers);
     for (int i = 0; i < hub->nhooks; i++)
@@ -396,12 +398,9 @@ int stream_set_config(struct stream *s, const struct codec_config *cfg)
     t->config = copy;
     t->present = true;
     s->config_epoch++;
-    struct stream_consumer *next;
-    for (struct stream_consumer *c = s->consumers; c; c = next) {
-        next = c->next;
+    FOREACH_CONSUMER(s, c)
         if (c->ops->on_config)
             c->ops->on_config(c, s);
-    }
     return 0;
 }
 
@@ -433,11 +432,8 @@ void stream_push(struct stream *s, struct frame *f)
     t->bytes += f->size;
     s->bytes_in += f->size;
     gop_add(s, f);
-    struct stream_consumer *next;
-    for (struct stream_consumer *c = s->consumers; c; c = next) {
-        next = c->next;
+    FOREACH_CONSUMER(s, c)
         deliver(s, c, f);
-    }
 }
 
 void stream_consumer_attach(struct stream *s, struct stream_consumer *c, bool queued,
@@ -469,6 +465,8 @@ void stream_consumer_detach(struct stream_consumer *c)
         pp = &(*pp)->next;
     if (*pp)
         *pp = c->next;
+    if (s->iter_next == c)
+        s->iter_next = c->next; /* a loop over the consumers is on it */
     c->next = NULL;
     c->stream = NULL;
     if (c->queued)

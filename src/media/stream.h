@@ -105,6 +105,7 @@ struct stream {
     size_t gop_bytes;
 
     struct stream_consumer *consumers;
+    struct stream_consumer *iter_next; /* the hub's: next consumer of the loop in progress */
     uv_timer_t grace_timer;
     int refs; /* the hub's entry + the timer + users holding the stream */
     struct stream *next;

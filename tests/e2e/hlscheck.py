@@ -424,8 +424,6 @@ def parse_media(text):
                 pending_extinf = float("nan")
             else:
                 pending_extinf = float(dur)
-            if pending_extinf is not None and pending_extinf != pending_extinf:
-                pass
         elif name == "EXT-X-PART":
             if pending_extinf is not None:
                 pl.errors.append(f"line {no}: EXT-X-PART between an EXTINF and its URI")

@@ -8,7 +8,6 @@ what a test left running). Everything talks to 127.0.0.1 only; every wait
 has a deadline.
 """
 import json
-import os
 import pathlib
 import re
 import signal

@@ -1,16 +1,22 @@
 """
 The live pipeline end to end: ffmpeg publishes the test clip (1080p60 H.264
-High, 2 s keyframe interval, AAC 48 kHz) over RTMP, and what /live/<slug>/
-serves is read the way a player would: the multivariant and media
-playlists (checked tag by tag by hlscheck.py), blocking reloads, the init
-segment, parts and segments (read by ffprobe and by mp4info.py).
+High, 2 s keyframe interval, AAC 48 kHz; made once per session) over RTMP,
+and what /live/<slug>/ serves is read the way a player reads it: the
+multivariant and media playlists (checked tag by tag by hlscheck.py),
+blocking reloads, the init segment, parts and segments (read by ffprobe and
+by mp4info.py).
 
-One server (hls.reconnect_grace 30 s) carries a "main" channel that is
-published for the whole module; a Recorder follows its playlist with
-blocking reloads, as hls.js does, and fetches every init segment, part and
-segment the moment it is listed. Tests that need a publisher to stop use
-channels of their own. The final-playlist tests run on a second server with
-hls.reconnect_grace 1 s, so that EXT-X-ENDLIST comes soon.
+Two servers start with the module and run side by side:
+  - `live` (hls.reconnect_grace 30 s): the main channel, published in real
+    time for the whole module and followed by a Recorder (blocking reloads,
+    as hls.js does; every init segment, part and segment fetched the moment
+    it is listed); a channel published at 4x for delta updates; and the
+    pause (503) and reconnect scenarios, each in a thread of its own.
+  - `ended` (hls.reconnect_grace 1 s): channels whose publisher plays the
+    clip once (faster than real time) and leaves, so that their playlists
+    end: the final playlist, audio only, video only, a 4.5 s keyframe
+    interval, and _HLS_skip after EXT-X-ENDLIST.
+The test that owns a scenario waits for its result and asserts on it.
 
 Timings are never asserted, except where the issue asks for one: a blocked
 request is answered within 50 ms of its part's arrival, and a request that
@@ -29,7 +35,7 @@ import hlscheck
 import mp4info
 from hearthtest import RawConn
 from livetools import (FFMPEG, LiveServer, complete_segments, ffprobe, make_clip, packets_of,
-                       ratio, stream_of, wait_until)
+                       ratio, stream_of)
 
 PLAYLIST_TYPES = {"application/vnd.apple.mpegurl", "audio/mpegurl"}
 MEDIA_TYPES = {"video/mp4", "video/iso.segment", "audio/mp4"}
@@ -694,7 +700,6 @@ def test_http_headers_of_live_resources(main, live):
         cc = r.headers.get("Cache-Control", "")
         if name.endswith(".m3u8"):
             age = re.search(r"max-age=(\d+)", cc)
-            print("DEBUG", name, dict(r.headers), r.history, r.request.headers)
             assert age and int(age.group(1)) <= 2 and "immutable" not in cc, (name, cc)
         else:
             assert "immutable" in cc or re.search(r"max-age=\d{5,}", cc), (name, cc)

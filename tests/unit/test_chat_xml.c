@@ -692,6 +692,60 @@ static void test_framed(void **state)
     assert_int_equal(r.nst, 2);
     rec_clear(&r);
     xml_stream_free(s);
+
+    /* A pause leaves nothing of the message to feed again; a second
+     * element after the paused one is still refused. */
+    s = new_framed(&r);
+    r.pause_on = "auth";
+    size_t used;
+    const char *m = "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/> \n";
+    assert_int_equal(xml_stream_feed_frame(s, m, strlen(m), &used), XML_STREAM_PAUSED);
+    assert_int_equal(used, strlen(m));
+    assert_int_equal(frame(s, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/><presence/>"),
+                     -EPROTO);
+    assert_int_equal(xml_stream_error(s), XML_ERR_NOT_WELL_FORMED);
+    assert_int_equal(r.total, 2);
+    rec_clear(&r);
+    xml_stream_free(s);
+}
+
+/* Trimming drops expat between stanzas; the stream goes on as before. */
+static void test_trim(void **state)
+{
+    struct rec r;
+    struct xml_stream *s = new_stream(&r, NULL);
+    assert_int_equal(xml_stream_trim(s), 0); /* nothing fed yet */
+    assert_int_equal(feed_all(s, HDR "<db:result>1</db:result>"), 0);
+    assert_int_equal(xml_stream_trim(s), 0);
+    assert_int_equal(xml_stream_trim(s), 0);
+    assert_int_equal(feed_all(s, "<db:result>2</db:result> <message><bo"), 0);
+    assert_int_equal(xml_stream_trim(s), -EAGAIN); /* half a stanza inside */
+    assert_int_equal(feed_all(s, "dy>x</body></message>"), 0);
+    assert_int_equal(xml_stream_trim(s), 0);
+    assert_int_equal(feed_all(s, "</stream:stream>"), 0);
+    assert_int_equal(r.nst, 3);
+    assert_string_equal(r.st[1]->ns, XMPP_NS_DIALBACK);
+    assert_string_equal(xml_child_text(r.st[2], "body", XMPP_NS_CLIENT), "x");
+    assert_int_equal(r.closes, 1);
+    assert_int_equal(r.opens, 1);
+    rec_clear(&r);
+    xml_stream_free(s);
+
+    /* Half a header is not a boundary either. */
+    s = new_stream(&r, NULL);
+    assert_int_equal(feed_all(s, "<stream:stream xmlns:stream="), 0);
+    assert_int_equal(xml_stream_trim(s), -EAGAIN);
+    xml_stream_free(s);
+
+    s = new_framed(&r);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(frame(s, "<message><body>m</body></message>"), 0);
+        assert_int_equal(xml_stream_trim(s), 0);
+    }
+    assert_int_equal(r.nst, 3);
+    assert_string_equal(r.st[2]->ns, XMPP_NS_CLIENT);
+    rec_clear(&r);
+    xml_stream_free(s);
 }
 
 /* ---- tree and serializer ---------------------------------------------- */
@@ -877,6 +931,7 @@ int main(void)
         cmocka_unit_test(test_parser_recycling),
         cmocka_unit_test(test_callbacks),
         cmocka_unit_test(test_framed),
+        cmocka_unit_test(test_trim),
         cmocka_unit_test(test_serialize_exact),
         cmocka_unit_test(test_escape_roundtrip),
         cmocka_unit_test(test_tree_helpers),

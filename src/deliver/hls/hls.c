@@ -141,6 +141,8 @@ static void inits_gc(struct hls_stream *hs)
     hs->ninits = w;
 }
 
+static void parts_trim(struct hls_stream *hs);
+
 /* Drop segments beyond the window, and part lists older than 3 targets. */
 static void window_trim(struct hls_stream *hs)
 {
@@ -149,8 +151,12 @@ static void window_trim(struct hls_stream *hs)
     for (size_t i = 0; i < hs->nsegs; i++)
         if (hs->segs[i].complete)
             total += hs->segs[i].duration;
+    /* RFC 8216bis 6.2.2: never shorter than three target durations. */
+    int64_t keep = cfg->window;
+    if (keep < 3 * hls_target_duration(hs) * (int64_t)MEDIA_TIMEBASE)
+        keep = 3 * hls_target_duration(hs) * (int64_t)MEDIA_TIMEBASE;
     size_t drop = 0;
-    while (drop + 1 < hs->nsegs && hs->segs[drop].complete && total - hs->segs[drop].duration >= cfg->window) {
+    while (drop + 1 < hs->nsegs && hs->segs[drop].complete && total - hs->segs[drop].duration >= keep) {
         total -= hs->segs[drop].duration;
         if (hs->segs[drop + 1].discontinuity)
             hs->disc_seq++;
@@ -162,17 +168,23 @@ static void window_trim(struct hls_stream *hs)
         hs->nsegs -= drop;
         inits_gc(hs);
     }
-    /* Parts stay listed for the last three target durations (RFC 8216bis 4.4.3.8). */
+    parts_trim(hs);
+}
+
+/* Parts stay listed for the last three target durations (RFC 8216bis 6.2.2). */
+static void parts_trim(struct hls_stream *hs)
+{
     int64_t td = hls_target_duration(hs) * (int64_t)MEDIA_TIMEBASE;
     int64_t from_end = 0;
     for (size_t i = hs->nsegs; i-- > 0;) {
         struct hls_segment *s = &hs->segs[i];
-        if (from_end > 3 * td && s->complete && !s->parts_dropped) {
-            for (int k = 0; k < s->nparts; k++)
+        if (from_end > 3 * td && s->complete && s->blob && !s->parts_dropped) {
+            /* RFC 8216bis 6.2.2: unlisted, but still downloadable for three
+             * more target durations; the bytes are in the segment's blob. */
+            for (int k = 0; k < s->nparts; k++) {
                 hls_blob_unref(s->parts[k].blob);
-            free(s->parts);
-            s->parts = NULL;
-            s->nparts = s->capparts = 0;
+                s->parts[k].blob = NULL;
+            }
             s->parts_dropped = true;
         }
         from_end += s->duration;
@@ -184,6 +196,11 @@ int64_t hls_target_duration(const struct hls_stream *hs)
     int64_t max = hs->hls->cfg.segment_target;
     if (hs->max_seg_duration > max)
         max = hs->max_seg_duration;
+    /* The open segment counts as soon as its parts are listed; rounded the
+     * same way as the complete ones, so the value never goes back down when
+     * the segment completes (its duration only grows). */
+    if (hs->nsegs && !hs->segs[hs->nsegs - 1].complete && hs->segs[hs->nsegs - 1].duration > max)
+        max = hs->segs[hs->nsegs - 1].duration;
     /* RFC 8216bis 4.4.3.1: EXTINF rounded to the nearest integer <= TARGETDURATION. */
     int64_t td = (max + MEDIA_TIMEBASE / 2) / MEDIA_TIMEBASE;
     return td < 1 ? 1 : td;
@@ -287,6 +304,8 @@ static void close_part(struct hls_stream *hs, int64_t end_t)
     snprintf(b->etag, sizeof b->etag, "\"%s-%" PRIu64 ".%d\"", hs->sid, seg->msn, seg->nparts);
     struct hls_part *p = &seg->parts[seg->nparts++];
     p->blob = b;
+    p->off = seg->bytes;
+    p->len = b->len;
     p->duration = end_t - hs->part_start;
     if (p->duration <= 0)
         p->duration = 1;
@@ -295,6 +314,7 @@ static void close_part(struct hls_stream *hs, int64_t end_t)
     seg->bytes += b->len;
     hs->part_start = end_t;
     hs->version++;
+    parts_trim(hs);
 out:
     free(vs);
     free(as);
@@ -400,16 +420,20 @@ void hls_stream_flush(struct hls_stream *hs)
     int64_t est = hs->last_video_dur > 0 ? hs->last_video_dur : MEDIA_TIMEBASE / 30;
     if (hs->held)
         commit_held(hs, hs->held_t + est);
+    int64_t a_end = 0;
     if (hs->npa) {
         uint32_t fdur = hs->audio.frame_samples ? hs->audio.frame_samples : 1024;
-        int64_t a_end = media_ts_rescale(hs->pa[hs->npa - 1].dts + fdur, hs->audio_timescale, MEDIA_TIMEBASE);
-        if (a_end > hs->end_t)
+        a_end = media_ts_rescale(hs->pa[hs->npa - 1].dts + fdur, hs->audio_timescale, MEDIA_TIMEBASE);
+        if (!hs->has_video && a_end > hs->end_t)
             hs->end_t = a_end;
     }
+    /* The part ends with its video (the cut rule kept that within
+     * PART-TARGET); stretching the last frame over trailing audio could pass
+     * it. The next run starts after every sample, audio included. */
     int64_t end = hs->end_t > hs->part_start ? hs->end_t : hs->part_start + 1;
     close_part(hs, end);
     close_segment(hs);
-    hs->end_t = end;
+    hs->end_t = a_end > end ? a_end : end;
     hls_wake(hs);
 }
 
@@ -451,10 +475,15 @@ static void begin_at(struct hls_stream *hs, struct frame *f)
         hs->out_base = 0;
         hs->wall_base_ms = now_ms();
     } else {
-        /* After a discontinuity: continue the output timeline. */
+        /* After a discontinuity: continue the output timeline. The dates go
+         * on from now (the publisher was away), never back over the last
+         * segment's (RFC 8216bis 6.2.1: no ambiguous mapping). */
         int64_t t0 = hs->end_t;
         hs->in_base = f->dts;
         hs->out_base = t0;
+        int64_t wall = now_ms() - t0 / (MEDIA_TIMEBASE / 1000);
+        if (wall > hs->wall_base_ms)
+            hs->wall_base_ms = wall;
     }
     hs->started = true;
     hs->audio_next = -1;
@@ -522,6 +551,14 @@ void hls_stream_on_frame(struct hls_stream *hs, struct frame *f)
     /* Video. */
     if (hs->held && t < hs->held_t)
         t = hs->held_t + 1; /* ingest keeps dts increasing; be safe anyway */
+    if (hs->held && hs->held_t > hs->part_start && t - hs->part_start > cfg->part_target &&
+        (hs->npv || hs->npa)) {
+        /* The held frame lasted longer than estimated (millisecond timestamps
+         * jitter): it would take the part past PART-TARGET, which RFC 8216bis
+         * 4.4.4.9 forbids. End the part before it; it opens the next one. */
+        close_part(hs, hs->held_t);
+        hls_wake(hs);
+    }
     commit_held(hs, t);
     if (hs->npv || hs->npa) {
         int64_t est = hs->last_video_dur > 0 ? hs->last_video_dur : 0;
@@ -530,7 +567,7 @@ void hls_stream_on_frame(struct hls_stream *hs, struct frame *f)
             close_segment(hs);
             start_segment(hs, t);
             hls_wake(hs);
-        } else if (t - hs->part_start + est > cfg->part_target + MEDIA_TIMEBASE / 1000) {
+        } else if (t - hs->part_start + est > cfg->part_target) {
             close_part(hs, t);
             hls_wake(hs);
         }
@@ -543,8 +580,10 @@ void hls_stream_finish(struct hls_stream *hs)
 {
     if (hs->ended)
         return;
-    hls_stream_flush(hs);
+    /* Ended first: the flush wakes parked requests, and their answer is the
+     * final playlist (ENDLIST, no preload hint). */
     hs->ended = true;
+    hls_stream_flush(hs);
     hs->version++;
     hls_wake(hs);
 }
@@ -717,10 +756,6 @@ int hls_render_media(struct hls_stream *hs, bool skip, struct buf *out)
 {
     const struct hls_config *cfg = &hs->hls->cfg;
     int64_t td = hls_target_duration(hs);
-    /* An open segment longer than the target so far also counts. */
-    struct hls_segment *open = open_segment(hs);
-    if (open && open->duration > td * MEDIA_TIMEBASE)
-        td = (open->duration + MEDIA_TIMEBASE - 1) / MEDIA_TIMEBASE;
     double part_target = secs(cfg->part_target);
     double skip_until = 6.0 * (double)td;
     buf_printf(out,
@@ -737,7 +772,7 @@ int hls_render_media(struct hls_stream *hs, bool skip, struct buf *out)
 
     /* Delta update: skip complete segments older than CAN-SKIP-UNTIL. */
     size_t first = 0;
-    if (skip) {
+    if (skip && !hs->ended) { /* RFC 8216bis 6.2.5.1: ignored with EXT-X-ENDLIST */
         int64_t from_end = 0;
         size_t i = hs->nsegs;
         while (i > 0) {
@@ -765,7 +800,7 @@ int hls_render_media(struct hls_stream *hs, bool skip, struct buf *out)
         char pdt[64];
         fmt_pdt(s->pdt_ms, pdt, sizeof pdt);
         buf_printf(out, "#EXT-X-PROGRAM-DATE-TIME:%s\n", pdt);
-        for (int k = 0; k < s->nparts; k++) {
+        for (int k = 0; !s->parts_dropped && k < s->nparts; k++) {
             struct hls_part *p = &s->parts[k];
             buf_printf(out, "#EXT-X-PART:DURATION=%.5f,URI=\"part-%s-%" PRIu64 ".%d.m4s\"%s\n",
                        secs(p->duration), hs->sid, s->msn, k,
@@ -813,7 +848,6 @@ int hls_render_master(struct hls_stream *hs, struct buf *out)
     }
     buf_printf(out,
                "#EXTM3U\n"
-               "#EXT-X-VERSION:9\n"
                "#EXT-X-INDEPENDENT-SEGMENTS\n"
                "#EXT-X-STREAM-INF:BANDWIDTH=%" PRIu64 ",AVERAGE-BANDWIDTH=%" PRIu64 ",CODECS=\"%s\"",
                peak, avg, codecs);
@@ -844,19 +878,32 @@ int hls_playlist_ready(const struct hls_stream *hs, int64_t msn, int64_t part)
             return -1;
         return msn <= last_complete ? 1 : 0;
     }
-    /* A part: ready when segment msn has more than `part` parts, or is done. */
-    if (msn <= last_complete)
+    /* A part: ready when segment msn has more than `part` parts, or a later
+     * segment has a part. */
+    if (msn < last_complete)
         return 1;
-    int64_t open_msn = last->complete ? last_complete + 1 : (int64_t)last->msn;
+    if (msn == last_complete) {
+        const struct hls_segment *s = last->complete ? last : &hs->segs[hs->nsegs - 2];
+        if (s->parts_dropped || part < s->nparts)
+            return 1;
+        /* Past the segment's final part: part 0 of the next (6.2.5.2). */
+        msn++;
+        part = 0;
+    }
+    int64_t open_msn = last_complete + 1;
     int nparts_open = last->complete ? 0 : last->nparts;
+    /* Advance Part Limit: 3 / PART-TARGET below one second, else 3. */
+    int64_t pt = hs->hls->cfg.part_target;
+    int64_t apl = pt < MEDIA_TIMEBASE ? 3 * (int64_t)MEDIA_TIMEBASE / pt : 3;
     if (msn == open_msn) {
         if (part < nparts_open)
             return 1;
-        return part > nparts_open + 2 ? -1 : 0;
+        return part - (nparts_open - 1) > apl ? -1 : 0;
     }
-    if (msn == open_msn + 1)
-        return part > 2 ? -1 : 0;
-    return -1;
+    if (msn > last_complete + 2)
+        return -1;
+    /* At least part + 1 parts past the last one. */
+    return part + 1 > apl ? -1 : 0;
 }
 
 int hls_part_ready(const struct hls_stream *hs, uint64_t msn, int part)

@@ -49,7 +49,8 @@ struct hls_blob {
 };
 
 struct hls_part {
-    struct hls_blob *blob;
+    struct hls_blob *blob; /* NULL once no longer listed: served from the segment's blob */
+    size_t off, len;       /* where the part lies in the segment */
     int64_t duration; /* MEDIA_TIMEBASE */
     bool independent;
 };
@@ -64,7 +65,7 @@ struct hls_segment {
     unsigned init_id;
     struct hls_part *parts;
     int nparts, capparts;
-    bool parts_dropped; /* older than 3 target durations: no longer listed */
+    bool parts_dropped; /* older than 3 target durations: no longer listed, still served */
     struct hls_blob *blob; /* the whole segment, once complete */
     uint64_t bytes;
 };

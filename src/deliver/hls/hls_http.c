@@ -22,7 +22,7 @@
 
 #define TICK_MS 100
 
-enum parked_kind { PARK_PLAYLIST, PARK_PART, PARK_MASTER };
+enum parked_kind { PARK_PLAYLIST, PARK_PART, PARK_MASTER, PARK_FIRST_PLAYLIST };
 
 struct hls_parked {
     struct hls_parked *next;
@@ -51,8 +51,8 @@ static void send_blob(struct http_request *req, struct hls_blob *b, const char *
 static void not_found(struct http_request *req, const char *why)
 {
     http_response_error(req, 404, "not_found", why);
-    /* Short: the thing may exist in a moment. */
-    http_response_header(req, "Cache-Control", "max-age=1");
+    /* The thing may exist in a moment: no cache may keep this answer. */
+    http_response_header(req, "Cache-Control", "no-store");
 }
 
 static struct hls_blob *playlist_blob(struct hls_stream *hs, bool skip)
@@ -96,8 +96,24 @@ static int answer_part(struct hls_stream *hs, struct http_request *req, uint64_t
 {
     for (size_t i = 0; i < hs->nsegs; i++) {
         struct hls_segment *s = &hs->segs[i];
-        if (s->msn == msn && part < s->nparts) {
-            send_blob(req, s->parts[part].blob, "video/mp4", "public, max-age=31536000, immutable");
+        if (s->msn != msn || part < 0 || part >= s->nparts)
+            continue;
+        struct hls_part *p = &s->parts[part];
+        if (p->blob) {
+            send_blob(req, p->blob, "video/mp4", "public, max-age=31536000, immutable");
+            return 0;
+        }
+        if (s->blob && p->off + p->len <= s->blob->len) {
+            /* No longer listed: the same bytes, from the segment (RFC 8216bis
+             * 6.2.2: downloadable three target durations after the tag goes). */
+            char etag[48];
+            snprintf(etag, sizeof etag, "\"%s-%" PRIu64 ".%d\"", hs->sid, s->msn, part);
+            http_response_status(req, 200);
+            http_response_header(req, "Content-Type", "video/mp4");
+            http_response_header(req, "Cache-Control", "public, max-age=31536000, immutable");
+            http_response_etag(req, etag);
+            hls_blob_ref(s->blob);
+            http_response_body_ref(req, s->blob->data + p->off, p->len, release_blob, s->blob);
             return 0;
         }
     }
@@ -107,8 +123,10 @@ static int answer_part(struct hls_stream *hs, struct http_request *req, uint64_t
 
 static bool has_media(const struct hls_stream *hs)
 {
-    /* Old segments lose their part lists; a complete one still counts. */
-    return hs->ended || (hs->nsegs > 0 && (hs->segs[0].complete || hs->segs[0].nparts > 0));
+    /* Playlists are first served once a segment is complete: its length is
+     * what TARGETDURATION must be from then on (RFC 8216bis 6.2.1 forbids
+     * changing it), and it cannot be known before a keyframe has followed. */
+    return hs->ended || (hs->nsegs > 0 && hs->segs[0].complete);
 }
 
 static void answer_master(struct hls_stream *hs, struct http_request *req)
@@ -163,6 +181,15 @@ static void finish_parked(struct hls_parked *pk)
 static int try_answer(struct hls_parked *pk, bool expired)
 {
     struct hls_stream *hs = pk->hs;
+    if (pk->kind == PARK_FIRST_PLAYLIST) {
+        if (!has_media(hs) && !expired)
+            return 0;
+        if (has_media(hs))
+            answer_playlist(hs, pk->req, pk->skip, false);
+        else
+            http_response_error(pk->req, 503, "unavailable", "the stream has not produced media yet");
+        return 1;
+    }
     if (pk->kind == PARK_MASTER) {
         if (!has_media(hs) && !expired)
             return 0;
@@ -343,7 +370,7 @@ static int on_live(struct http_request *req, void *ud)
             /* A stream that is starting has no part yet: an empty playlist
              * makes players back off for seconds, so wait for the first part. */
             if (!has_media(hs))
-                return park(hs, req, PARK_PLAYLIST, (int64_t)hs->next_msn - (hs->nsegs ? 1 : 0), 0, skip);
+                return park(hs, req, PARK_FIRST_PLAYLIST, -1, -1, skip);
             answer_playlist(hs, req, skip, false);
             return 0;
         }
