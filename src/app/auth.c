@@ -665,7 +665,7 @@ found:
         out->csrf_ok = token_ok && origin_ok;
         if (!out->csrf_ok)
             log_info("http %s: %s %s by '%s' refused: %s", req->remote, req->method_name,
-                     req->path ? req->path : "?", out->user.name,
+                     req->url ? req->url : "?", out->user.name,
                      !token_ok ? (given ? "wrong CSRF token" : "no CSRF token")
                                : "Origin of another site");
     }
@@ -760,7 +760,7 @@ bool auth_require_same_origin(struct app *app, struct http_request *req)
                             http_request_header(req, "Host")))
         return true;
     log_info("http %s: %s %s refused: Origin of another site", req->remote, req->method_name,
-             req->path ? req->path : "?");
+             req->url ? req->url : "?");
     http_response_error(req, 403, "bad_origin", "this request came from another site");
     return false;
 }

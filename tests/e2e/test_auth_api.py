@@ -811,8 +811,6 @@ def test_no_answer_is_html(srv):
         r = client.req(method, path, body)
         data = check_json(r)  # application/json, nosniff, no-store
         assert r.status_code < 500, (method, path, r.status_code, data)
-        text = r.text
-        assert "<script>" not in text or json.loads(text) is not None
     # a raw body that is not JSON at all
     r = anon.s.post(anon.url("/auth/login"), data=XSS, timeout=5,
                     headers={"Content-Type": JSON})
