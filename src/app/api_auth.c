@@ -98,15 +98,16 @@ static void fail(struct call *c, int status, const char *code, const char *msg)
         http_response_error(c->req, status, code, "the request was refused");
 }
 
-static void fail_db(struct call *c, const char *what)
+static int fail_db(struct call *c, const char *what)
 {
     log_error("http %s: auth: database error while %s: %s", c->req->remote, what,
               db_errmsg(c->db));
     fail(c, 500, "internal", "database error");
+    return 0;
 }
 
 /* An error from accounts.c: its sentence, with the status its code means. */
-static void fail_accounts(struct call *c, int rc, const char *err)
+static int fail_accounts(struct call *c, int rc, const char *err)
 {
     if (rc == -EINVAL)
         fail(c, 400, "invalid", err);
@@ -118,12 +119,14 @@ static void fail_accounts(struct call *c, int rc, const char *err)
         log_error("http %s: auth: %s", c->req->remote, err);
         fail(c, 500, "internal", "internal error");
     }
+    return 0;
 }
 
-static void too_many(struct call *c, int64_t wait)
+static int too_many(struct call *c, int64_t wait)
 {
     fail(c, 429, "too_many_attempts", "too many failed attempts; try again later");
     http_response_headerf(c->req, "Retry-After", "%lld", (long long)wait);
+    return 0;
 }
 
 /* ---- reading the body ---- */
@@ -391,7 +394,7 @@ static void send_reset(struct call *c, const char *to, const char *name, const c
 
 /* ---- the route runner ---- */
 
-typedef void (*call_fn)(struct call *c);
+typedef int (*call_fn)(struct call *c);
 
 static int run(struct http_request *req, void *ud, call_fn fn, unsigned flags)
 {
@@ -420,7 +423,7 @@ out:
 }
 
 #define ROUTE(name, flags)                                                                      \
-    static void do_##name(struct call *c);                                                     \
+    static int do_##name(struct call *c);                                                     \
     static int h_##name(struct http_request *req, void *ud) { return run(req, ud, do_##name, flags); }
 
 ROUTE(register, NEED_BODY | SAME_ORIGIN)
@@ -457,23 +460,23 @@ static void registration_roles(struct db *db, char *out, size_t n)
     }
 }
 
-static void do_register(struct call *c)
+static int do_register(struct call *c)
 {
     static const char *const allowed[] = {"name", "email", "password", NULL};
     const char *name, *email, *password;
     bool verify = c->cfg->site.require_verification;
     if (!c->cfg->site.allow_registration) {
         fail(c, 403, "registration_closed", "this instance does not take new accounts");
-        return;
+        return 0;
     }
     if (!keys_only(c, allowed) || !get_str(c, "name", true, ACCOUNT_NAME_MAX, &name) ||
         !get_str(c, "email", verify, ACCOUNT_EMAIL_MAX, &email) ||
         !get_str(c, "password", true, ACCOUNT_PASSWORD_MAX, &password))
-        return;
+        return 0;
     if (email && !*email) {
         if (verify) {
             fail(c, 400, "invalid", "an e-mail address is required on this instance");
-            return;
+            return 0;
         }
         email = NULL;
     }
@@ -515,17 +518,18 @@ static void do_register(struct call *c)
     json_object_set_new(o, "user", me_json(c, &u));
     json_object_set_new(o, "verification_required", json_boolean(verify));
     reply(c, 201, o);
+    return 0;
 }
 
-static void do_verify(struct call *c)
+static int do_verify(struct call *c)
 {
     static const char *const allowed[] = {"token", NULL};
     const char *token;
     if (!keys_only(c, allowed) || !get_str(c, "token", true, 256, &token))
-        return;
+        return 0;
     if (!auth_token_shaped(token)) {
         fail(c, 400, "invalid_token", "this link is invalid or has expired");
-        return;
+        return 0;
     }
     char hash[AUTH_HASH_HEX + 1], email[ACCOUNT_EMAIL_MAX + 1] = "";
     auth_token_hash(token, hash);
@@ -548,7 +552,7 @@ static void do_verify(struct call *c)
         return fail_db(c, "verifying");
     if (rc != DB_ROW) {
         fail(c, 400, "invalid_token", "this link is invalid or has expired");
-        return;
+        return 0;
     }
     if ((rc = db_begin(c->db)) < 0)
         return fail_db(c, "verifying");
@@ -564,7 +568,7 @@ static void do_verify(struct call *c)
     if (rc == DB_ECONSTRAINT) {
         db_rollback(c->db);
         fail(c, 409, "exists", "another account uses this e-mail address now");
-        return;
+        return 0;
     }
     if (rc < 0 ||
         (rc = exec_i(c->db, "DELETE FROM auth_tokens WHERE user_id = ? AND purpose = 'verify'",
@@ -580,6 +584,7 @@ static void do_verify(struct call *c)
     json_t *o = json_object();
     json_object_set_new(o, "user", me_json(c, &u));
     reply(c, 200, o);
+    return 0;
 }
 
 /* ---- login and logout ---- */
@@ -645,14 +650,14 @@ static bool totp_ok(struct call *c, int64_t user_id, const char *secret_b32, int
     return db_changes(c->db) == 1;
 }
 
-static void do_login(struct call *c)
+static int do_login(struct call *c)
 {
     static const char *const allowed[] = {"login", "password", "totp", NULL};
     const char *login, *password, *code;
     if (!keys_only(c, allowed) || !get_str(c, "login", true, ACCOUNT_EMAIL_MAX, &login) ||
         !get_str(c, "password", true, ACCOUNT_PASSWORD_MAX, &password) ||
         !get_str(c, "totp", false, 16, &code))
-        return;
+        return 0;
 
     /* Name or e-mail; names never contain '@'. */
     char name[ACCOUNT_EMAIL_MAX + 1];
@@ -687,12 +692,12 @@ static void do_login(struct call *c)
         auth_throttle_fail(throttle, acct, c->now);
         log_info("http %s: auth: failed login", c->req->remote);
         fail(c, 401, "bad_credentials", err);
-        return;
+        return 0;
     }
     if (rc < 0) {
         log_error("http %s: auth: %s", c->req->remote, err);
         fail(c, 500, "internal", "internal error");
-        return;
+        return 0;
     }
     struct user_flags f;
     if (user_flags(c->db, u.id, &f) < 0)
@@ -702,19 +707,19 @@ static void do_login(struct call *c)
         fail(c, 403, "unverified",
              "confirm your e-mail address first: open the link we sent (a new one is on its "
              "way if the last is old)");
-        return;
+        return 0;
     }
     if (f.totp) {
         if (!code || !*code) {
             fail(c, 401, "totp_required", "enter the code from your authenticator app");
-            return;
+            return 0;
         }
         if (!totp_ok(c, u.id, f.totp_secret, f.totp_last_step, code)) {
             auth_throttle_fail(throttle, c->ip_key, c->now);
             auth_throttle_fail(throttle, acct, c->now);
             log_info("http %s: auth: wrong TOTP code for '%s'", c->req->remote, u.name);
             fail(c, 401, "bad_totp", "wrong or already used code");
-            return;
+            return 0;
         }
     }
     auth_throttle_clear(throttle, acct);
@@ -766,7 +771,7 @@ static void do_login(struct call *c)
     if (!set_session_cookie(c, token, lifetime)) {
         sodium_memzero(token, sizeof token);
         fail(c, 500, "internal", "internal error");
-        return;
+        return 0;
     }
     sodium_memzero(token, sizeof token);
     log_info("http %s: auth: user '%s' logged in", c->req->remote, u.name);
@@ -775,17 +780,18 @@ static void do_login(struct call *c)
     json_object_set_new(o, "csrf_token", json_string(csrf));
     json_object_set_new(o, "expires_at", json_integer((json_int_t)(c->now + lifetime)));
     reply(c, 200, o);
+    return 0;
 }
 
-static void do_logout(struct call *c)
+static int do_logout(struct call *c)
 {
     if (c->a.via == AUTH_VIA_API_KEY) {
         fail(c, 400, "not_a_session", "an API key has no session to end; revoke the key instead");
-        return;
+        return 0;
     }
     if (c->a.via == AUTH_VIA_SESSION) {
         if (!auth_require_user(c->req, &c->a)) /* the CSRF check */
-            return;
+            return 0;
         if (exec_i(c->db, "DELETE FROM sessions WHERE id = ?", 1, c->a.session_id, 0) < 0)
             return fail_db(c, "logging out");
         log_info("http %s: auth: user '%s' logged out", c->req->remote, c->a.user.name);
@@ -793,14 +799,15 @@ static void do_logout(struct call *c)
     /* A guest, maybe with a stale cookie: clear it all the same. */
     set_session_cookie(c, "", 0);
     reply(c, 200, json_pack("{s:b}", "ok", 1));
+    return 0;
 }
 
 /* ---- /me ---- */
 
-static void do_me(struct call *c)
+static int do_me(struct call *c)
 {
     if (!auth_require_user(c->req, &c->a))
-        return;
+        return 0;
     json_t *o = json_object();
     json_object_set_new(o, "user", me_json(c, &c->a.user));
     json_object_set_new(o, "via", json_string(c->a.via == AUTH_VIA_SESSION ? "session"
@@ -808,6 +815,7 @@ static void do_me(struct call *c)
     if (c->a.via == AUTH_VIA_SESSION)
         json_object_set_new(o, "csrf_token", json_string(c->a.csrf_token));
     reply(c, 200, o);
+    return 0;
 }
 
 /*
@@ -846,20 +854,20 @@ static bool confirm_password(struct call *c, const char *password)
     return true;
 }
 
-static void do_me_patch(struct call *c)
+static int do_me_patch(struct call *c)
 {
     static const char *const allowed[] = {"email", "password", "current_password", NULL};
     if (!auth_require_session(c->req, &c->a))
-        return;
+        return 0;
     const char *email, *password, *current;
     bool has_email = json_object_get(c->body, "email") != NULL;
     if (!keys_only(c, allowed) || !get_str(c, "email", false, ACCOUNT_EMAIL_MAX, &email) ||
         !get_str(c, "password", false, ACCOUNT_PASSWORD_MAX, &password) ||
         !get_str(c, "current_password", false, ACCOUNT_PASSWORD_MAX, &current))
-        return;
+        return 0;
     if (!has_email && !password) {
         fail(c, 400, "invalid", "nothing to change: give email or password");
-        return;
+        return 0;
     }
     bool verify = c->cfg->site.require_verification;
     char err[256];
@@ -867,21 +875,21 @@ static void do_me_patch(struct call *c)
         email = NULL;
     if (has_email && !email && verify) {
         fail(c, 400, "invalid", "an e-mail address is required on this instance");
-        return;
+        return 0;
     }
     if (email && account_email_valid(email, err, sizeof err) < 0) {
         fail(c, 400, "invalid", err);
-        return;
+        return 0;
     }
     if (password && (strlen(password) < ACCOUNT_PASSWORD_MIN)) {
         char msg[96];
         snprintf(msg, sizeof msg, "a password is %d to %d bytes long", ACCOUNT_PASSWORD_MIN,
                  ACCOUNT_PASSWORD_MAX);
         fail(c, 400, "invalid", msg);
-        return;
+        return 0;
     }
     if (!confirm_password(c, current))
-        return;
+        return 0;
 
     const char *pending = NULL;
     bool email_changes = has_email && strcasecmp(email ? email : "", c->a.user.email) != 0;
@@ -900,7 +908,7 @@ static void do_me_patch(struct call *c)
                 return fail_db(c, "changing the e-mail address");
             if (taken) {
                 fail(c, 409, "exists", "that e-mail address is used by another account");
-                return;
+                return 0;
             }
         }
         /* Links to the old address must not set it back later. */
@@ -923,7 +931,7 @@ static void do_me_patch(struct call *c)
             db_finalize(st);
             if (rc == DB_ECONSTRAINT) {
                 fail(c, 409, "exists", "that e-mail address is used by another account");
-                return;
+                return 0;
             }
             if (rc < 0)
                 return fail_db(c, "changing the e-mail address");
@@ -952,16 +960,17 @@ static void do_me_patch(struct call *c)
     if (pending)
         json_object_set_new(o, "email_pending", json_string(pending));
     reply(c, 200, o);
+    return 0;
 }
 
-static void do_me_delete(struct call *c)
+static int do_me_delete(struct call *c)
 {
     static const char *const allowed[] = {"password", NULL};
     const char *password;
     if (!auth_require_session(c->req, &c->a) || !keys_only(c, allowed) ||
         !get_str(c, "password", true, ACCOUNT_PASSWORD_MAX, &password) ||
         !confirm_password(c, password))
-        return;
+        return 0;
     char err[256];
     int rc = account_user_delete(c->db, c->a.user.name, err, sizeof err);
     if (rc < 0)
@@ -969,20 +978,21 @@ static void do_me_delete(struct call *c)
     log_info("http %s: auth: user '%s' deleted their account", c->req->remote, c->a.user.name);
     set_session_cookie(c, "", 0);
     reply(c, 200, json_pack("{s:b}", "ok", 1));
+    return 0;
 }
 
 /* ---- password reset ---- */
 
-static void do_reset(struct call *c)
+static int do_reset(struct call *c)
 {
     static const char *const allowed[] = {"email", NULL};
     const char *email;
     char err[256];
     if (!keys_only(c, allowed) || !get_str(c, "email", true, ACCOUNT_EMAIL_MAX, &email))
-        return;
+        return 0;
     if (account_email_valid(email, err, sizeof err) < 0) {
         fail(c, 400, "invalid", err);
-        return;
+        return 0;
     }
     /* Every request counts: this sends mail, and mail must not be a weapon. */
     char ipk[96], mk[ACCOUNT_EMAIL_MAX + 16], low[ACCOUNT_EMAIL_MAX + 1];
@@ -1024,25 +1034,26 @@ static void do_reset(struct call *c)
     reply(c, 202, json_pack("{s:b, s:s}", "ok", 1, "message",
                             "if an account has this address, a link to reset its password is "
                             "on its way"));
+    return 0;
 }
 
-static void do_reset_confirm(struct call *c)
+static int do_reset_confirm(struct call *c)
 {
     static const char *const allowed[] = {"token", "password", NULL};
     const char *token, *password;
     if (!keys_only(c, allowed) || !get_str(c, "token", true, 256, &token) ||
         !get_str(c, "password", true, ACCOUNT_PASSWORD_MAX, &password))
-        return;
+        return 0;
     if (strlen(password) < ACCOUNT_PASSWORD_MIN) {
         char msg[96];
         snprintf(msg, sizeof msg, "a password is %d to %d bytes long", ACCOUNT_PASSWORD_MIN,
                  ACCOUNT_PASSWORD_MAX);
         fail(c, 400, "invalid", msg);
-        return;
+        return 0;
     }
     if (!auth_token_shaped(token)) {
         fail(c, 400, "invalid_token", "this link is invalid or has expired");
-        return;
+        return 0;
     }
     char hash[AUTH_HASH_HEX + 1];
     auth_token_hash(token, hash);
@@ -1068,14 +1079,14 @@ static void do_reset_confirm(struct call *c)
         return fail_db(c, "resetting a password");
     if (!tid) {
         fail(c, 400, "invalid_token", "this link is invalid or has expired");
-        return;
+        return 0;
     }
     /* Consume the token first: of two requests racing with it, one wins. */
     if (exec_i(c->db, "DELETE FROM auth_tokens WHERE id = ?", 1, tid, 0) < 0)
         return fail_db(c, "resetting a password");
     if (db_changes(c->db) != 1) {
         fail(c, 400, "invalid_token", "this link is invalid or has expired");
-        return;
+        return 0;
     }
     char err[256];
     rc = account_user_set_password(c->db, name, password, err, sizeof err);
@@ -1095,6 +1106,7 @@ static void do_reset_confirm(struct call *c)
     auth_throttle_clear(throttle, acct);
     log_info("http %s: auth: user '%s' reset their password", c->req->remote, name);
     reply(c, 200, json_pack("{s:b}", "ok", 1));
+    return 0;
 }
 
 /* ---- TOTP ---- */
@@ -1110,17 +1122,17 @@ static void otpauth_escape(struct buf *b, const char *s)
     }
 }
 
-static void do_totp_begin(struct call *c)
+static int do_totp_begin(struct call *c)
 {
     if (!auth_require_session(c->req, &c->a))
-        return;
+        return 0;
     struct user_flags f;
     if (user_flags(c->db, c->a.user.id, &f) < 0)
         return fail_db(c, "setting up TOTP");
     if (f.totp) {
         fail(c, 409, "totp_enabled",
              "two-factor login is already on; turn it off first to change the secret");
-        return;
+        return 0;
     }
     unsigned char key[AUTH_TOTP_SECRET_BYTES];
     char secret[AUTH_TOTP_SECRET_B32 + 1];
@@ -1154,15 +1166,16 @@ static void do_totp_begin(struct call *c)
     buf_free(&uri);
     sodium_memzero(secret, sizeof secret);
     reply(c, 200, o);
+    return 0;
 }
 
-static void do_totp_confirm(struct call *c)
+static int do_totp_confirm(struct call *c)
 {
     static const char *const allowed[] = {"code", NULL};
     const char *code;
     if (!auth_require_session(c->req, &c->a) || !keys_only(c, allowed) ||
         !get_str(c, "code", true, 16, &code))
-        return;
+        return 0;
     char acct[ACCOUNT_EMAIL_MAX + 8];
     account_key(c->a.user.name, acct, sizeof acct);
     int64_t wait = auth_throttle_check(throttle, acct, c->now);
@@ -1173,11 +1186,11 @@ static void do_totp_confirm(struct call *c)
         return fail_db(c, "confirming TOTP");
     if (f.totp) {
         fail(c, 409, "totp_enabled", "two-factor login is already on");
-        return;
+        return 0;
     }
     if (!f.totp_pending[0]) {
         fail(c, 409, "totp_not_started", "start with POST /api/v1/me/totp");
-        return;
+        return 0;
     }
     unsigned char key[64];
     long kl = auth_base32_decode(f.totp_pending, key, sizeof key);
@@ -1187,7 +1200,7 @@ static void do_totp_confirm(struct call *c)
     if (!ok) {
         auth_throttle_fail(throttle, acct, c->now);
         fail(c, 400, "bad_totp", "wrong code: check the device's clock and try the next one");
-        return;
+        return 0;
     }
     struct db_stmt *st;
     if (db_prepare(c->db,
@@ -1204,35 +1217,36 @@ static void do_totp_confirm(struct call *c)
         return fail_db(c, "confirming TOTP");
     if (db_changes(c->db) != 1) {
         fail(c, 409, "totp_not_started", "the secret changed meanwhile; start again");
-        return;
+        return 0;
     }
     log_info("http %s: auth: user '%s' turned on two-factor login", c->req->remote,
              c->a.user.name);
     reply(c, 200, json_pack("{s:b}", "totp_enabled", 1));
+    return 0;
 }
 
-static void do_totp_delete(struct call *c)
+static int do_totp_delete(struct call *c)
 {
     static const char *const allowed[] = {"code", "password", NULL};
     const char *code, *password;
     if (!auth_require_session(c->req, &c->a) || !keys_only(c, allowed) ||
         !get_str(c, "code", false, 16, &code) ||
         !get_str(c, "password", false, ACCOUNT_PASSWORD_MAX, &password))
-        return;
+        return 0;
     if (!code && !password) {
         fail(c, 400, "invalid", "give a current code or your password");
-        return;
+        return 0;
     }
     struct user_flags f;
     if (user_flags(c->db, c->a.user.id, &f) < 0)
         return fail_db(c, "turning off TOTP");
     if (!f.totp && !f.totp_pending[0]) {
         fail(c, 409, "totp_not_enabled", "two-factor login is not on");
-        return;
+        return 0;
     }
     if (password) {
         if (!confirm_password(c, password))
-            return;
+            return 0;
     } else {
         char acct[ACCOUNT_EMAIL_MAX + 8];
         account_key(c->a.user.name, acct, sizeof acct);
@@ -1242,7 +1256,7 @@ static void do_totp_delete(struct call *c)
         if (!f.totp || !totp_ok(c, c->a.user.id, f.totp_secret, f.totp_last_step, code)) {
             auth_throttle_fail(throttle, acct, c->now);
             fail(c, 403, "bad_totp", "wrong or already used code");
-            return;
+            return 0;
         }
     }
     if (exec_i(c->db,
@@ -1253,6 +1267,7 @@ static void do_totp_delete(struct call *c)
     log_info("http %s: auth: user '%s' turned off two-factor login", c->req->remote,
              c->a.user.name);
     reply(c, 200, json_pack("{s:b}", "totp_enabled", 0));
+    return 0;
 }
 
 /* ---- API keys ---- */
@@ -1276,10 +1291,10 @@ static json_t *key_json(struct db_stmt *st, int64_t now)
     return o;
 }
 
-static void do_keys_list(struct call *c)
+static int do_keys_list(struct call *c)
 {
     if (!auth_require_user(c->req, &c->a))
-        return;
+        return 0;
     struct db_stmt *st;
     if (db_prepare(c->db,
                    "SELECT id, name, prefix, created_at, last_used, expires_at FROM api_keys"
@@ -1299,20 +1314,21 @@ static void do_keys_list(struct call *c)
     json_t *o = json_object();
     json_object_set_new(o, "keys", arr);
     reply(c, 200, o);
+    return 0;
 }
 
-static void do_keys_create(struct call *c)
+static int do_keys_create(struct call *c)
 {
     static const char *const allowed[] = {"name", "expires_at", NULL};
     const char *name;
     if (!auth_require_session(c->req, &c->a) || !keys_only(c, allowed) ||
         !get_str(c, "name", true, API_KEY_NAME_MAX, &name))
-        return;
+        return 0;
     if (!*name || !text_ok(name) || strspn(name, " ") == strlen(name)) {
         char msg[128];
         snprintf(msg, sizeof msg, "a key's name is 1 to %d bytes of text", API_KEY_NAME_MAX);
         fail(c, 400, "invalid", msg);
-        return;
+        return 0;
     }
     json_t *ev = json_object_get(c->body, "expires_at");
     bool expires = ev && !json_is_null(ev);
@@ -1323,7 +1339,7 @@ static void do_keys_create(struct call *c)
             fail(c, 400, "invalid",
                  "'expires_at' is a Unix time in seconds, in the future (at most ten years "
                  "ahead), or null");
-            return;
+            return 0;
         }
     }
     struct db_stmt *st;
@@ -1337,7 +1353,7 @@ static void do_keys_create(struct call *c)
         snprintf(msg, sizeof msg, "at most %d API keys per account; revoke one first",
                  API_KEYS_PER_USER);
         fail(c, 409, "too_many_keys", msg);
-        return;
+        return 0;
     }
     char token[AUTH_TOKEN_LEN + 1], key[AUTH_API_KEY_LEN + 1], hash[AUTH_HASH_HEX + 1];
     char prefix[16];
@@ -1380,29 +1396,31 @@ static void do_keys_create(struct call *c)
     json_object_set_new(o, "key", json_string(key));
     sodium_memzero(key, sizeof key);
     reply(c, 201, o);
+    return 0;
 }
 
-static void do_keys_delete(struct call *c)
+static int do_keys_delete(struct call *c)
 {
     if (!auth_require_user(c->req, &c->a))
-        return;
+        return 0;
     const char *p = http_request_param(c->req, "id");
     char *end = NULL;
     long long id = p && *p >= '1' && *p <= '9' ? strtoll(p, &end, 10) : 0;
     if (id <= 0 || !end || *end) {
         fail(c, 404, "not_found", "no such API key");
-        return;
+        return 0;
     }
     if (exec_i(c->db, "DELETE FROM api_keys WHERE id = ? AND user_id = ?", 2, id,
               c->a.user.id) < 0)
         return fail_db(c, "revoking an API key");
     if (db_changes(c->db) == 0) {
         fail(c, 404, "not_found", "no such API key");
-        return;
+        return 0;
     }
     log_info("http %s: auth: user '%s' revoked API key %lld", c->req->remote, c->a.user.name,
              id);
     reply(c, 200, json_pack("{s:b}", "ok", 1));
+    return 0;
 }
 
 /* ---- registration of the routes ---- */

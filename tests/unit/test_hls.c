@@ -1992,7 +1992,7 @@ static void *client_main(void *arg)
     resp_free(&r);
     snprintf(path, sizeof path, "/live/live1/index.m3u8?_HLS_msn=%" PRIu64 "&_HLS_part=%d", hmsn, hpart + 1);
     int ps = client_connect(port);
-    char req[256];
+    char req[512];
     snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
     CHECK(fx, write(ps, req, strlen(req)) == (ssize_t)strlen(req));
     usleep(30000);
