@@ -271,10 +271,6 @@ static int cmd_serve(const struct config *cfg)
         return 1;
     }
     app.http = s.http;
-    if (app_register_routes(&app, s.http) != 0) {
-        fprintf(stderr, "hearth: internal error registering routes\n");
-        return 1;
-    }
     s.hub = stream_hub_new(s.loop, cfg->hls.reconnect_grace_ms);
     struct hls_config hc = {
         .part_target = (int64_t)cfg->hls.part_target_ms * (MEDIA_TIMEBASE / 1000),
@@ -287,6 +283,12 @@ static int cmd_serve(const struct config *cfg)
     if (!s.hub || !s.hls || !s.rtmp || app_live_init(&app, s.hub) != 0 ||
         hls_register_routes(s.hls, s.http) != 0) {
         fprintf(stderr, "hearth: out of memory\n");
+        return 1;
+    }
+    app.hub = s.hub;
+    app.hls = s.hls;
+    if (app_register_routes(&app, s.http) != 0) {
+        fprintf(stderr, "hearth: internal error registering routes\n");
         return 1;
     }
     if (http_server_listen(s.http, cfg->http.listen, err, sizeof err) != 0) {
@@ -557,13 +559,18 @@ static int cmd_channel(const struct config *cfg, const struct args *a)
 
 /* ---- main -------------------------------------------------------------------- */
 
+static char **argv_copy;
+static void free_argv(void) { free(argv_copy); }
+
 int main(int argc, char **argv)
 {
     /* --config may come before the command too: take it out first. */
     const char *early_config = NULL;
-    char **av = calloc((size_t)argc + 1, sizeof *av);
+    static char **av;
+    av = calloc((size_t)argc + 1, sizeof *av);
     if (!av)
         return 1;
+    atexit(free_argv);
     int ac = 0;
     for (int i = 0; i < argc; i++) {
         if (i > 0 && ac == 1 && strcmp(argv[i], "--config") == 0) {
@@ -580,6 +587,7 @@ int main(int argc, char **argv)
     }
     argc = ac;
     argv = av;
+    argv_copy = av;
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;

@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "app/app.h"
-#include "app/auth.h" /* TEMP(auth): local hook, integrator replaces */
 #include "core/config.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -71,15 +70,5 @@ int api_health_register(struct app *app, struct http_server *srv)
                                HTTP_ROUTE_BLOCKING | HTTP_ROUTE_CORS);
     if (rc == 0 && app->cfg->debug.echo)
         rc = http_server_route(srv, "POST", "/debug/echo", debug_echo, app, HTTP_ROUTE_BLOCKING);
-    return rc;
-}
-
-int app_register_routes(struct app *app, struct http_server *srv)
-{
-    int rc = api_health_register(app, srv);
-    if (rc == 0)
-        rc = app_pages_register(app, srv);
-    if (rc == 0)
-        rc = api_auth_register(app, srv); /* TEMP(auth): local hook, integrator replaces */
     return rc;
 }

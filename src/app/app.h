@@ -11,10 +11,15 @@ struct config;
 struct db_pool;
 struct http_server;
 
+struct stream_hub;
+struct hls;
+
 struct app {
     const struct config *cfg;
     struct db_pool *db;
     struct http_server *http;
+    struct stream_hub *hub; /* loop thread only */
+    struct hls *hls;        /* loop thread only */
     uint64_t started_ns; /* monotonic */
 };
 

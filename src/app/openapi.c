@@ -339,6 +339,7 @@ static int h_routes(struct http_request *req, void *ud)
                                              r->routes[i].pattern));
     json_t *o = json_pack("{s:o}", "routes", arr);
     http_response_json(req, 200, o);
+    http_response_header(req, "X-Content-Type-Options", "nosniff");
     json_decref(o);
     return 0;
 }
