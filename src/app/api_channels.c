@@ -222,8 +222,14 @@ static void job_work(uv_work_t *w)
         http_response_error(&j->sh, 503, "unavailable", "the database is unavailable");
         return;
     }
-    if (auth_identify(app, db, &j->sh, &j->auth) == 0)
-        j->run(j, db);
+    if (auth_identify(app, db, &j->sh, &j->auth) == 0) {
+        /* A key that does not work is an error even where a guest may read:
+         * a script must not quietly get the guest's view. */
+        if (j->auth.bad_api_key)
+            auth_require_user(&j->sh, &j->auth);
+        else
+            j->run(j, db);
+    }
     db_pool_release(app->db, db);
 }
 

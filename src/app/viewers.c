@@ -505,6 +505,7 @@ bool viewers_allow(struct viewers *v, struct http_request *req, const char *slug
                         "this channel is protected: only its owner, invited users and holders "
                         "of its invite code may watch it");
     http_response_header(req, "Cache-Control", "private, no-store");
+    http_response_header(req, "X-Content-Type-Options", "nosniff");
     return false;
 }
 

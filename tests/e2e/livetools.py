@@ -161,14 +161,18 @@ class Publishers:
         self.clip = clip
         self.server = server
         self.started = []
+        self.closed = False
 
     def __call__(self, key, clip=None, **kw):
+        if self.closed:  # a scenario thread still running after teardown
+            raise AssertionError("the publishers are closed")
         kw.setdefault("log_path", self.server.base / f"ffmpeg-{len(self.started)}.log")
         p = Publisher(clip or self.clip, self.server.rtmp_port, key, **kw)
         self.started.append(p)
         return p
 
     def close(self):
+        self.closed = True
         for p in self.started:
             p.kill()
 

@@ -473,6 +473,7 @@ def test_bad_api_key(world):
     bad = Client(world.srv, api_key="hk_" + "A" * 43)
     check_error(bad.post("/channels", {"title": "x"}), 401, "invalid_api_key")
     check_error(bad.get("/me/following"), 401, "invalid_api_key")
+    check_error(bad.get("/channels"), 401, "invalid_api_key")
 
 
 # --- channels -------------------------------------------------------------------------------
@@ -942,3 +943,25 @@ def test_delete_while_live(world, publish):
     assert live_entry(w, s) is None
     check_error(w.guest.get(f"/channels/{s}"), 404, "not_found")
     assert w.srv.wait_for_log(rf"stream {s}: the channel was deleted; ending its stream", timeout=5)
+
+
+def test_client_leaving_mid_request(world):
+    """The job goes on without its client: the channel is still deleted, nothing breaks."""
+    w = world
+    for _ in range(5):
+        ch = w.channel()
+        s = ch["slug"]
+        sock = socket.create_connection((HOST, w.srv.port), timeout=5)
+        cookie = "; ".join(f"{k}={v}" for k, v in w.owner.s.cookies.items())
+        req = (f"DELETE {API}/channels/{s} HTTP/1.1\r\nHost: {HOST}\r\nCookie: {cookie}\r\n"
+               f"X-CSRF-Token: {w.owner.csrf}\r\nContent-Length: 0\r\n\r\n")
+        sock.sendall(req.encode())
+        sock.close()
+        wait_until(lambda: w.guest.get(f"/channels/{s}").status_code == 404, 10, "the deletion")
+        # Many reads that leave at once.
+        for _ in range(20):
+            c = socket.create_connection((HOST, w.srv.port), timeout=5)
+            c.sendall(f"GET {API}/channels?limit=100 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+            c.close()
+    assert w.guest.get("/live").status_code == 200
+    assert w.guest.get("/channels").status_code == 200

@@ -883,3 +883,156 @@ def test_target_duration_never_changes_with_a_long_keyframe_interval(ended):
     assert len(set(seen)) == 1, \
         f"TARGETDURATION took the values {sorted(set(seen))} over {len(seen)} reloads"
     assert not problems, problems[:3]
+
+
+# --- the checker itself ---------------------------------------------------------------------
+#
+# hlscheck.py must find what it claims to: a known-good LL-HLS playlist passes, and each of
+# these faults, put into it, is reported.
+
+GOOD = """#EXTM3U
+#EXT-X-VERSION:9
+#EXT-X-TARGETDURATION:2
+#EXT-X-MEDIA-SEQUENCE:0
+#EXT-X-DISCONTINUITY-SEQUENCE:0
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12.0,PART-HOLD-BACK=1.500
+#EXT-X-PART-INF:PART-TARGET=0.500
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MAP:URI="init-ab12-1.mp4"
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T11:50:13.713Z
+#EXT-X-PART:DURATION=0.50000,URI="part-ab12-6.0.m4s",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.50000,URI="part-ab12-6.1.m4s"
+#EXT-X-PART:DURATION=0.50000,URI="part-ab12-6.2.m4s"
+#EXT-X-PART:DURATION=0.50000,URI="part-ab12-6.3.m4s"
+#EXTINF:2.00000,
+seg-ab12-6.m4s
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T11:50:15.713Z
+#EXT-X-PART:DURATION=0.50000,URI="part-ab12-7.0.m4s",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.50000,URI="part-ab12-7.1.m4s"
+#EXT-X-PART:DURATION=0.50000,URI="part-ab12-7.2.m4s"
+#EXT-X-PART:DURATION=0.45000,URI="part-ab12-7.3.m4s"
+#EXTINF:1.95000,
+seg-ab12-7.m4s
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T11:50:17.663Z
+#EXT-X-PART:DURATION=0.50000,URI="part-ab12-8.0.m4s",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.48000,URI="part-ab12-8.1.m4s"
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-ab12-8.2.m4s"
+"""
+
+MEDIA_FAULTS = {
+    "no EXTM3U": (lambda t: t.replace("#EXTM3U\n", ""), "not #EXTM3U"),
+    "part over PART-TARGET": (lambda t: t.replace("0.50000,URI=\"part-ab12-7.1", "0.52000,URI=\"part-ab12-7.1"),
+                              "more than PART-TARGET"),
+    "short part in the middle": (lambda t: t.replace("0.50000,URI=\"part-ab12-7.2", "0.40000,URI=\"part-ab12-7.2"),
+                                 "less than 85%"),
+    "parts do not add up": (lambda t: t.replace("#EXTINF:1.95000", "#EXTINF:1.90000"), "add up to"),
+    "EXTINF over TARGETDURATION": (lambda t: t.replace("#EXTINF:1.95000", "#EXTINF:2.60000"),
+                                   "rounds to more than TARGETDURATION"),
+    "PART-HOLD-BACK under 3 parts": (lambda t: t.replace("PART-HOLD-BACK=1.500", "PART-HOLD-BACK=1.200"),
+                                     "three times PART-TARGET"),
+    "CAN-SKIP-UNTIL under 6 TD": (lambda t: t.replace("CAN-SKIP-UNTIL=12.0", "CAN-SKIP-UNTIL=8.0"), "six times"),
+    "unquoted URI": (lambda t: t.replace('URI="part-ab12-7.1.m4s"', "URI=part-ab12-7.1.m4s"), "quoted-string"),
+    "decimal comma": (lambda t: t.replace("DURATION=0.48000", "DURATION=0,48"), "DURATION"),
+    "attribute twice": (lambda t: t.replace("INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.48",
+                                            "INDEPENDENT=YES,INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.48"),
+                        "appears twice"),
+    "lowercase enum": (lambda t: t.replace("CAN-BLOCK-RELOAD=YES", "CAN-BLOCK-RELOAD=yes"), "not one of"),
+    "hint with ENDLIST": (lambda t: t + "#EXT-X-ENDLIST\n", "EXT-X-PRELOAD-HINT in a playlist with EXT-X-ENDLIST"),
+    "two part hints": (lambda t: t + '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-ab12-8.3.m4s"\n', "PRELOAD-HINT tags of TYPE=PART"),
+    "hint without TYPE": (lambda t: t.replace("PRELOAD-HINT:TYPE=PART,", "PRELOAD-HINT:"), "lacks its required TYPE"),
+    "no hint while live": (lambda t: t.replace('#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-ab12-8.2.m4s"\n', ""),
+                           "no EXT-X-PRELOAD-HINT"),
+    "MAP after the first part": (lambda t: t.replace('#EXT-X-PART:DURATION=0.50000,URI="part-ab12-8.0.m4s",INDEPENDENT=YES\n',
+                                                     '#EXT-X-PART:DURATION=0.50000,URI="part-ab12-8.0.m4s",INDEPENDENT=YES\n'
+                                                     '#EXT-X-MAP:URI="init-ab12-2.mp4"\n'), "after the first EXT-X-PART"),
+    "no PART-INF": (lambda t: t.replace("#EXT-X-PART-INF:PART-TARGET=0.500\n", ""), "without EXT-X-PART-INF"),
+    "first part not INDEPENDENT": (lambda t: t.replace('part-ab12-8.0.m4s",INDEPENDENT=YES', 'part-ab12-8.0.m4s"'),
+                                   "not INDEPENDENT=YES"),
+    "no MAP": (lambda t: t.replace('#EXT-X-MAP:URI="init-ab12-1.mp4"\n', ""), "no EXT-X-MAP"),
+    "bad date": (lambda t: t.replace("2026-11-24T11:50:17.663Z", "24/11/2026 11:50:17"), "ISO 8601"),
+    "date going back": (lambda t: t.replace("2026-11-24T11:50:17.663Z", "2026-11-24T11:50:15.000Z"),
+                        "does not increase"),
+    "TARGETDURATION twice": (lambda t: t.replace("#EXT-X-MEDIA-SEQUENCE", "#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE"),
+                             "appears 2 times"),
+    "VERSION too low": (lambda t: t.replace("#EXT-X-VERSION:9", "#EXT-X-VERSION:3"), "needs 6"),
+    "SKIP unasked": (lambda t: t.replace("#EXT-X-INDEPENDENT-SEGMENTS\n", "#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n"),
+                     "did not ask for a delta update"),
+    "media tag in a URI's place": (lambda t: t.replace("seg-ab12-7.m4s\n", "#EXT-X-BOGUS\nseg-ab12-7.m4s\n"), "unknown tag"),
+    "URI without EXTINF": (lambda t: t.replace("#EXTINF:1.95000,\n", ""), "without an EXTINF"),
+}
+
+
+def test_hlscheck_passes_a_good_playlist():
+    rep = hlscheck.check_media(GOOD)
+    assert rep.ok, rep
+    pl = hlscheck.parse_media(GOOD)
+    assert [s.msn for s in pl.segments] == [0, 1, 2] and pl.next_part() == (2, 2)
+    assert pl.hint() == "part-ab12-8.2.m4s"
+
+
+@pytest.mark.parametrize("fault", list(MEDIA_FAULTS))
+def test_hlscheck_finds(fault):
+    mutate, expected = MEDIA_FAULTS[fault]
+    bad = mutate(GOOD)
+    assert bad != GOOD, "the fault was not put in"
+    rep = hlscheck.check_media(bad)
+    assert any(expected in e for e in rep.errors), f"{fault}: expected {expected!r} in\n{rep}"
+
+
+def test_hlscheck_finds_reload_faults():
+    later = GOOD.replace('#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-ab12-8.2.m4s"\n',
+                         '#EXT-X-PART:DURATION=0.50000,URI="part-ab12-8.2.m4s"\n'
+                         '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-ab12-8.3.m4s"\n')
+    assert hlscheck.check_reload(GOOD, later).ok, hlscheck.check_reload(GOOD, later)
+    faults = {
+        "TARGETDURATION changed": (later.replace("TARGETDURATION:2", "TARGETDURATION:3"), "MUST NOT change"),
+        "hint not kept": (later.replace('URI="part-ab12-8.2.m4s"\n#EXT-X-PRE', 'URI="part-ab12-8.2b.m4s"\n#EXT-X-PRE'),
+                          "MUST match"),
+        "segment changed": (later.replace("#EXTINF:1.95000", "#EXTINF:1.96000"), "segment 1 changed"),
+        "part changed": (later.replace("DURATION=0.48000", "DURATION=0.49000"), "parts changed"),
+    }
+    for name, (text, expected) in faults.items():
+        rep = hlscheck.check_reload(GOOD, text)
+        assert any(expected in e for e in rep.errors), f"{name}: expected {expected!r} in\n{rep}"
+    rep = hlscheck.check_reload(GOOD.replace("MEDIA-SEQUENCE:0", "MEDIA-SEQUENCE:1"), GOOD)
+    assert any("went back" in e for e in rep.errors), rep
+
+
+def test_hlscheck_finds_delta_faults():
+    segs = "".join(f"#EXTINF:2.00000,\nseg-ab12-{n}.m4s\n" for n in range(6))
+    full = GOOD.replace('#EXT-X-MAP:URI="init-ab12-1.mp4"\n', '#EXT-X-MAP:URI="init-ab12-1.mp4"\n' + segs)
+    assert hlscheck.check_media(full).ok, hlscheck.check_media(full)
+    assert [s.msn for s in hlscheck.parse_media(full).segments] == list(range(9))
+    # 17.43 s in all: segments 0-1 end more than 12 s before the end and are skipped
+    head, tail = full.split('#EXT-X-MAP:URI="init-ab12-1.mp4"\n')
+    keep = tail.split("seg-ab12-1.m4s\n", 1)[1]
+    delta = head + '#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n#EXT-X-MAP:URI="init-ab12-1.mp4"\n' + keep
+    assert hlscheck.check_delta(delta, full).ok, hlscheck.check_delta(delta, full)
+    wrong = delta.replace("SKIPPED-SEGMENTS=2", "SKIPPED-SEGMENTS=3")
+    assert not hlscheck.check_delta(wrong, full).ok
+    too_few = head + '#EXT-X-SKIP:SKIPPED-SEGMENTS=1\n#EXT-X-MAP:URI="init-ab12-1.mp4"\n' + \
+        tail.split("seg-ab12-0.m4s\n", 1)[1]
+    rep = hlscheck.check_delta(too_few, full)
+    assert any("not skipped" in e for e in rep.errors), rep
+    hint = '#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-ab12-8.2.m4s"\n'
+    ended = full.replace(hint, "") + "#EXT-X-ENDLIST\n"
+    rep = hlscheck.check_delta(delta.replace(hint, "") + "#EXT-X-ENDLIST\n", ended)
+    assert any("ENDLIST" in e for e in rep.errors), rep
+
+
+def test_hlscheck_master():
+    good = ('#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH=4425976,'
+            'AVERAGE-BANDWIDTH=4415210,CODECS="avc1.64002a,mp4a.40.2",RESOLUTION=1920x1080,FRAME-RATE=60.000\n'
+            'index.m3u8\n')
+    assert hlscheck.check_master(good).ok, hlscheck.check_master(good)
+    for bad, expected in (
+        (good.replace("AVERAGE-BANDWIDTH=4415210", "AVERAGE-BANDWIDTH=5415210"), "more than the peak"),
+        (good.replace("BANDWIDTH=4425976,", ""), "without BANDWIDTH"),
+        (good.replace("1920x1080", "1920*1080"), "decimal-resolution"),
+        (good.replace("60.000", "60.0001"), "three decimal places"),
+        (good.replace("index.m3u8\n", ""), "without its URI"),
+        (good + "#EXT-X-TARGETDURATION:2\n", "media playlist tag"),
+        (good.replace('"avc1.64002a,mp4a.40.2"', "avc1.64002a"), "quoted-string"),
+    ):
+        rep = hlscheck.check_master(bad)
+        assert any(expected in e for e in rep.errors), f"expected {expected!r} in\n{rep}"
