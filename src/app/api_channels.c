@@ -346,7 +346,7 @@ static void bad_field(struct job *j, const char *key, const char *what)
     http_response_error(&j->sh, 400, "invalid", msg);
 }
 
-/* The channel named by :slug, or false after a 404/500. Heap: it holds a 2 KB description. */
+/* The channel named by :slug (malloc'd: it holds a 2 KB description), or NULL after a 404/500. */
 static struct channel_ext *load_channel(struct job *j, struct db *db)
 {
     const char *slug = http_request_param(&j->sh, "slug");
@@ -410,11 +410,7 @@ static bool has_access_token(struct job *j, const struct channel_ext *c)
     return false;
 }
 
-/*
- * May the caller watch c (and see it)? Owner, admin, invited user, a watch
- * token, or ?invite=CODE. *granted: by which token-less way (then a token is
- * worth handing out).
- */
+/* May the caller watch c (and see it)? Owner, admin, invited user, a watch token, or ?invite=CODE. */
 static bool may_watch(struct job *j, struct db *db, const struct channel_ext *c)
 {
     if (!c->is_protected)
@@ -1670,6 +1666,10 @@ int api_channels_register(struct app *app, struct http_server *srv, struct strea
     if (the_api) {
         log_error("channels: api_channels_register called twice");
         return -EEXIST;
+    }
+    if (!app || !app->db || !srv) {
+        log_error("channels: api_channels_register needs the app's database pool and the server");
+        return -EINVAL;
     }
     if (sodium_init() < 0)
         return -EIO;

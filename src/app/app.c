@@ -5,6 +5,8 @@
  */
 #include "app/app.h"
 #include "app/auth.h"
+#include "app/viewers.h"
+#include "deliver/hls/hls.h"
 
 int app_register_routes(struct app *app, struct http_server *srv)
 {
@@ -13,5 +15,12 @@ int app_register_routes(struct app *app, struct http_server *srv)
         rc = app_pages_register(app, srv);
     if (rc == 0)
         rc = api_auth_register(app, srv);
+    if (rc == 0)
+        rc = api_channels_register(app, srv, app->hub, app->hls);
+    if (rc == 0 && app->hls) {
+        /* Protected channels and viewer counting see every HLS request. */
+        app->hls->on_request = viewers_hls_request;
+        app->hls->on_request_ud = api_channels_viewers();
+    }
     return rc;
 }

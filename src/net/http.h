@@ -42,6 +42,7 @@ typedef int (*http_handler_fn)(struct http_request *req, void *ud);
 enum http_route_flags {
     HTTP_ROUTE_BLOCKING = 1 << 0, /* run on the worker pool */
     HTTP_ROUTE_CORS = 1 << 1,     /* public resource: send Access-Control-Allow-Origin */
+    HTTP_ROUTE_PRIVATE = 1 << 2,  /* set on a request by its handler: no shared cache may keep the answer */
 };
 
 struct http_header {

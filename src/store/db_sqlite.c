@@ -131,14 +131,19 @@ static int sqlite_open(const char *url, struct db **out, char *err, size_t errle
             free(d);
             return rc;
         }
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0) {
+        /* Create a new database file 0600 (it holds password hashes and
+         * stream keys). Only when it does not exist: closing any descriptor
+         * on an open database drops this process's POSIX locks on it, and
+         * another process could then checkpoint and delete our WAL. */
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            close(fd);
+        } else if (errno != EEXIST) {
             rc = -errno;
             snprintf(err, errlen, "cannot open database %s: %s", path, strerror(errno));
             free(d);
             return rc;
         }
-        close(fd);
     }
     int rc = sqlite3_open_v2(path, &d->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (rc != SQLITE_OK) {

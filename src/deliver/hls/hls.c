@@ -335,13 +335,16 @@ static void close_segment(struct hls_stream *hs)
         free(seg->parts);
         return;
     }
-    struct buf all;
-    buf_init(&all, 0);
-    if (buf_reserve(&all, seg->bytes) == 0)
-        for (int i = 0; i < seg->nparts; i++)
-            buf_append(&all, seg->parts[i].blob->data, seg->parts[i].blob->len);
-    seg->blob = hls_blob_new(all.data, all.len);
-    buf_free(&all);
+    /* The segment is its parts end to end: one copy, straight into its blob. */
+    seg->blob = malloc(sizeof *seg->blob + seg->bytes + 1);
+    if (seg->blob) {
+        seg->blob->refs = 1;
+        seg->blob->len = 0;
+        for (int i = 0; i < seg->nparts; i++) {
+            memcpy(seg->blob->data + seg->blob->len, seg->parts[i].blob->data, seg->parts[i].blob->len);
+            seg->blob->len += seg->parts[i].blob->len;
+        }
+    }
     if (seg->blob)
         snprintf(seg->blob->etag, sizeof seg->blob->etag, "\"%s-%" PRIu64 "\"", hs->sid, seg->msn);
     seg->complete = true;

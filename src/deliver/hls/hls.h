@@ -138,6 +138,15 @@ struct hls {
     struct hls_config cfg;
     struct stream_hub *hub;
     struct hls_stream *streams;
+    /*
+     * Asked for every /live/<slug>/<file> request of a live (or lingering)
+     * stream before it is answered or parked, on the loop: < 0 refused (the
+     * hook wrote the response), 0 answer as usual, > 0 answer but keep it out
+     * of shared caches (a protected channel, or the hook set a cookie). The
+     * app sets it (viewers_hls_request); NULL lets everything through.
+     */
+    int (*on_request)(void *ud, struct http_request *req, const char *slug, const char *file);
+    void *on_request_ud;
 };
 
 struct hls *hls_new(uv_loop_t *loop, const struct hls_config *cfg, struct stream_hub *hub);

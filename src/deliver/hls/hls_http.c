@@ -41,7 +41,10 @@ static void send_blob(struct http_request *req, struct hls_blob *b, const char *
 {
     http_response_status(req, 200);
     http_response_header(req, "Content-Type", type);
-    http_response_header(req, "Cache-Control", cache);
+    if ((req->route_flags & HTTP_ROUTE_PRIVATE) && strncmp(cache, "public", 6) == 0)
+        http_response_headerf(req, "Cache-Control", "private%s", cache + 6);
+    else
+        http_response_header(req, "Cache-Control", cache);
     if (b->etag[0])
         http_response_etag(req, b->etag);
     hls_blob_ref(b);
@@ -335,6 +338,13 @@ static int on_live(struct http_request *req, void *ud)
     if (!hs) {
         not_found(req, "this channel is not live");
         return 0;
+    }
+    if (hls->on_request) {
+        int a = hls->on_request(hls->on_request_ud, req, slug, file);
+        if (a < 0)
+            return 0;
+        if (a > 0)
+            req->route_flags |= HTTP_ROUTE_PRIVATE;
     }
     if (strcmp(file, "master.m3u8") == 0) {
         if (!has_media(hs))
