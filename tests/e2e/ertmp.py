@@ -5,7 +5,7 @@ can write.
 
     clip = make_clip(path, "hevc")     # or "av1": an MP4, video + AAC
     mp4 = read_clip(path)              # config records and samples, in ms
-    tags = publish_tags(mp4, b"hvc1")  # rtmpclient.Tag list, interleaved by time
+    tags, counts = publish_tags(mp4, b"hvc1")  # rtmpclient.Tags, interleaved by time
     send_tags(client, tags, rate=4)    # at 4x real time
 
 The layouts follow veovera's Enhanced RTMP v1 (and v2, which keeps them):

@@ -772,8 +772,10 @@ def check_delta(delta, full):
             rep.error("EXT-X-SKIP although the playlist does not offer CAN-SKIP-UNTIL")
         return rep
     boundary = float(f.server_control["CAN-SKIP-UNTIL"])
+    # The version may differ: a delta update needs 9 for EXT-X-SKIP (RFC 8216bis 7),
+    # the full playlist only 6, and neither should declare more than it needs.
     for tag in ("target_duration", "media_sequence", "disc_sequence", "part_target",
-                "server_control", "version"):
+                "server_control"):
         if getattr(d, tag) != getattr(f, tag):
             rep.error(f"{tag} differs: delta {getattr(d, tag)!r}, full {getattr(f, tag)!r}")
     skipped = d.skipped if d.skip is not None else 0

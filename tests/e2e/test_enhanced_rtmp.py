@@ -21,12 +21,13 @@ it with tags built by ertmp.py (against veovera's Enhanced RTMP v1/v2):
 
 What Hearth serves under /live/<slug>/ is then checked against what was sent:
 CODECS (computed here from the record, RFC 6381 / ISO/IEC 14496-15 E.3 /
-AV1-ISOBMFF) and RESOLUTION in master.m3u8; the init segment's sample entry
+AV1-ISOBMFF), RESOLUTION and FRAME-RATE in master.m3u8; the init segment's sample entry
 and record; init + the first complete segment read by ffprobe (codec, size,
 frame count) and decoded by ffmpeg without errors; the segment's video samples
 are the frames sent, byte for byte (temporal delimiters dropped for AV1), with
 their keyframe flags and composition offsets; INDEPENDENT=YES exactly on the
-parts that start with a keyframe. SequenceEnd leaves the connection up; after
+parts that start with a keyframe, and no keyframe later in a part (test_live.py
+asks the same; here the keyframe interval, 1 s, is shorter than a segment). SequenceEnd leaves the connection up; after
 the publisher leaves (hls.reconnect_grace 1 s) the final playlist holds the
 whole clip with EXT-X-ENDLIST.
 

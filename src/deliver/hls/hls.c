@@ -309,7 +309,11 @@ static void close_part(struct hls_stream *hs, int64_t end_t)
     p->duration = end_t - hs->part_start;
     if (p->duration <= 0)
         p->duration = 1;
-    p->independent = hs->npv ? hs->pv[0].f->keyframe : true;
+    /* RFC 8216bis 4.4.4.9: YES when the part contains an independent frame
+     * (a keyframe mid-part happens when the GOP is not a multiple of parts). */
+    p->independent = !hs->has_video;
+    for (size_t i = 0; i < hs->npv && !p->independent; i++)
+        p->independent = hs->pv[i].f->keyframe;
     seg->duration = end_t - seg->start;
     seg->bytes += b->len;
     hs->part_start = end_t;
@@ -421,8 +425,14 @@ static void commit_held(struct hls_stream *hs, int64_t t)
 void hls_stream_flush(struct hls_stream *hs)
 {
     int64_t est = hs->last_video_dur > 0 ? hs->last_video_dur : MEDIA_TIMEBASE / 30;
-    if (hs->held)
+    if (hs->held) {
+        /* The last frame's duration is a guess; if it would take the part
+         * past PART-TARGET, it goes into a part of its own. */
+        if ((hs->npv || hs->npa) && hs->held_t > hs->part_start &&
+            hs->held_t + est - hs->part_start > hs->hls->cfg.part_target)
+            close_part(hs, hs->held_t);
         commit_held(hs, hs->held_t + est);
+    }
     int64_t a_end = 0;
     if (hs->npa) {
         uint32_t fdur = hs->audio.frame_samples ? hs->audio.frame_samples : 1024;
@@ -570,13 +580,19 @@ void hls_stream_on_frame(struct hls_stream *hs, struct frame *f)
             close_segment(hs);
             start_segment(hs, t);
             hls_wake(hs);
-        } else if (t - hs->part_start + est > cfg->part_target) {
+        } else if (t - hs->part_start + est > cfg->part_target + est / 4 ||
+                   (f->keyframe && (t - hs->part_start) * 100 >= cfg->part_target * 85)) {
+            /* Also before a keyframe when the part is long enough already,
+             * so that a keyframe starts its part wherever the rules allow. */
             close_part(hs, t);
             hls_wake(hs);
         }
     }
     hs->held = frame_ref(f);
     hs->held_t = t;
+    if (hs->vframes++ == 0)
+        hs->vfirst_t = t;
+    hs->vlast_t = t;
 }
 
 void hls_stream_finish(struct hls_stream *hs)
@@ -763,14 +779,15 @@ int hls_render_media(struct hls_stream *hs, bool skip, struct buf *out)
     double skip_until = 6.0 * (double)td;
     buf_printf(out,
                "#EXTM3U\n"
-               "#EXT-X-VERSION:9\n"
+               "#EXT-X-VERSION:%d\n"
                "#EXT-X-TARGETDURATION:%" PRId64 "\n"
                "#EXT-X-MEDIA-SEQUENCE:%" PRIu64 "\n"
                "#EXT-X-DISCONTINUITY-SEQUENCE:%u\n"
                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=%.1f,PART-HOLD-BACK=%.3f\n"
                "#EXT-X-PART-INF:PART-TARGET=%.3f\n"
                "#EXT-X-INDEPENDENT-SEGMENTS\n",
-               td, hs->nsegs ? hs->segs[0].msn : hs->next_msn, hs->disc_seq, skip_until,
+               /* EXT-X-SKIP needs version 9; everything else here, 6. */
+               skip && !hs->ended ? 9 : 6, td, hs->nsegs ? hs->segs[0].msn : hs->next_msn, hs->disc_seq, skip_until,
                3.0 * part_target, part_target);
 
     /* Delta update: skip complete segments older than CAN-SKIP-UNTIL. */
@@ -828,6 +845,20 @@ int hls_render_media(struct hls_stream *hs, bool skip, struct buf *out)
     return out->data ? 0 : -ENOMEM;
 }
 
+/* Frames over time since the start, snapped to a common rate when close:
+ * RTMP's millisecond timestamps make single frame durations useless here. */
+static double measured_fps(const struct hls_stream *hs)
+{
+    if (hs->vframes < 2 || hs->vlast_t <= hs->vfirst_t)
+        return (double)MEDIA_TIMEBASE / (double)hs->last_video_dur;
+    double fps = (double)(hs->vframes - 1) * MEDIA_TIMEBASE / (double)(hs->vlast_t - hs->vfirst_t);
+    static const double common[] = {23.976, 24, 25, 29.97, 30, 48, 50, 59.94, 60, 100, 119.88, 120};
+    for (size_t i = 0; i < sizeof common / sizeof common[0]; i++)
+        if (fps > common[i] * 0.99 && fps < common[i] * 1.01)
+            return common[i];
+    return fps;
+}
+
 int hls_render_master(struct hls_stream *hs, struct buf *out)
 {
     uint64_t peak = hs->peak_bps;
@@ -859,7 +890,7 @@ int hls_render_master(struct hls_stream *hs, struct buf *out)
     if (hs->has_video && hs->video.fps_num && hs->video.fps_den)
         buf_printf(out, ",FRAME-RATE=%.3f", (double)hs->video.fps_num / hs->video.fps_den);
     else if (hs->has_video && hs->last_video_dur > 0)
-        buf_printf(out, ",FRAME-RATE=%.3f", (double)MEDIA_TIMEBASE / (double)hs->last_video_dur);
+        buf_printf(out, ",FRAME-RATE=%.3f", measured_fps(hs));
     buf_append_str(out, "\nindex.m3u8\n");
     return out->data ? 0 : -ENOMEM;
 }

@@ -115,6 +115,9 @@ struct hls_stream {
     struct frame *held; /* newest video frame, waiting for its duration */
     int64_t held_t;
     int64_t last_video_dur;
+    /* Frame rate as measured when the bitstream does not say. */
+    uint64_t vframes;
+    int64_t vfirst_t, vlast_t;
     int64_t audio_next; /* audio timescale */
     int64_t end_t;      /* output time reached by every committed sample */
     int64_t end_t_linger; /* loop time (ms) when an ended stream is freed */
