@@ -56,6 +56,19 @@ struct frame *frame_new(enum media_codec codec, const void *data, size_t size)
     return f;
 }
 
+struct frame *frame_resize(struct frame *f, size_t capacity)
+{
+    if (capacity > FRAME_MAX_SIZE)
+        return NULL;
+    struct frame *n = realloc(f, sizeof *n + capacity);
+    if (!n)
+        return NULL;
+    n->data = n->storage;
+    n->size = capacity;
+    n->capacity = capacity;
+    return n;
+}
+
 int frame_trim(struct frame *f, size_t offset, size_t size)
 {
     if (offset > f->capacity || size > f->capacity - offset)

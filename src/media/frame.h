@@ -95,6 +95,15 @@ struct frame *frame_alloc(enum media_codec codec, size_t size);
  * had to be rewritten (e.g. 2-byte NAL lengths widened to 4). */
 struct frame *frame_new(enum media_codec codec, const void *data, size_t size);
 
+/*
+ * Change the storage of an unpublished frame (refs 1) to capacity bytes,
+ * keeping the first min(old, new) of them: for a builder that learns the
+ * size as bytes arrive (the RTMP chunk reader). Returns the frame, which may
+ * have moved, with data/size covering the whole storage; NULL when capacity
+ * exceeds FRAME_MAX_SIZE or memory runs out, and f is then unchanged.
+ */
+struct frame *frame_resize(struct frame *f, size_t capacity);
+
 /* Writable payload, for the builder only, before publication. */
 static inline uint8_t *frame_payload(struct frame *f) { return f->storage; }
 

@@ -10,7 +10,11 @@
  *
  * The reader collects header bytes into a small fixed array, however thin the
  * slices it is fed, and copies payload straight into the chunk stream's
- * buffer. Only complete messages leave it.
+ * buffer. Only complete messages leave it. That buffer is the storage of a
+ * struct frame (media/frame.h): an audio or video message is then handed to
+ * ingest as it is (rtmp_chunk_take_frame), and the payload is copied once,
+ * from the socket buffer into the frame, instead of a second time into a
+ * frame of its own.
  *
  * Extended timestamps on type 3 continuation chunks are the one place where
  * encoders disagree: the 2012 spec, FMS, Flash, ffmpeg and OBS repeat the
@@ -117,7 +121,7 @@ void rtmp_chunk_reader_free(struct rtmp_chunk_reader *r)
 {
     if (r->streams) {
         for (unsigned i = 0; i < r->nstreams; i++)
-            buf_free(&r->streams[i].payload);
+            frame_unref(r->streams[i].frame);
         free(r->streams);
     }
     r->streams = NULL;
@@ -148,7 +152,6 @@ static struct rtmp_chunk_stream *find_stream(struct rtmp_chunk_reader *r, uint32
     struct rtmp_chunk_stream *cs = &r->streams[r->nstreams++];
     memset(cs, 0, sizeof *cs);
     cs->csid = csid;
-    buf_init(&cs->payload, r->lim.max_message_size);
     return cs;
 }
 
@@ -156,17 +159,39 @@ static void drop_partial(struct rtmp_chunk_reader *r, struct rtmp_chunk_stream *
 {
     if (!cs->partial)
         return;
-    r->pending -= cs->payload.len;
+    r->pending -= cs->len;
     cs->partial = false;
-    buf_reset(&cs->payload);
+    cs->len = 0;
 }
 
 static void release_payload(struct rtmp_chunk_stream *cs)
 {
-    if (cs->payload.cap > KEEP_CAPACITY)
-        buf_free(&cs->payload);
-    else
-        buf_reset(&cs->payload);
+    if (cs->frame && cs->frame->capacity > KEEP_CAPACITY) {
+        frame_unref(cs->frame);
+        cs->frame = NULL;
+    }
+    cs->len = 0;
+}
+
+/* Room for extra more payload bytes: grows by doubling with what arrives,
+ * never past the message's length (so a complete message fits exactly). */
+static int payload_reserve(struct rtmp_chunk_stream *cs, size_t extra)
+{
+    size_t need = cs->len + extra;
+    size_t cap = cs->frame ? cs->frame->capacity : 0;
+    if (need <= cap)
+        return 0;
+    if (cap == 0)
+        cap = need;
+    while (cap < need)
+        cap *= 2;
+    if (cap > cs->length)
+        cap = cs->length > need ? cs->length : need;
+    struct frame *f = cs->frame ? frame_resize(cs->frame, cap) : frame_alloc(MEDIA_CODEC_NONE, cap);
+    if (!f)
+        return -ENOMEM;
+    cs->frame = f;
+    return 0;
 }
 
 /* Protocol control messages that change how we read: applied here so the
@@ -204,7 +229,7 @@ static int apply_control(struct rtmp_chunk_reader *r, const struct rtmp_msg *m)
 
 static int emit(struct rtmp_chunk_reader *r, struct rtmp_chunk_stream *cs, struct rtmp_msg *msg)
 {
-    r->pending -= cs->payload.len;
+    r->pending -= cs->len;
     cs->partial = false;
     r->emitted = cs;
     r->state = ST_BASIC;
@@ -214,8 +239,8 @@ static int emit(struct rtmp_chunk_reader *r, struct rtmp_chunk_stream *cs, struc
     msg->timestamp = cs->timestamp;
     msg->stream_id = cs->stream_id;
     msg->csid = cs->csid;
-    msg->payload = cs->payload.len ? (const uint8_t *)cs->payload.data : (const uint8_t *)"";
-    msg->len = cs->payload.len;
+    msg->payload = cs->len ? frame_payload(cs->frame) : (const uint8_t *)"";
+    msg->len = cs->len;
     return apply_control(r, msg);
 }
 
@@ -227,7 +252,7 @@ static int begin_header(struct rtmp_chunk_reader *r, uint32_t csid)
         return fail(r, -ENOSPC, "more than %u chunk streams (csid %u)", r->lim.max_streams, csid);
     if (r->fmt == 0 && cs->partial)
         return fail(r, -EPROTO, "type 0 header on csid %u inside a message (%zu of %u bytes)",
-                    csid, cs->payload.len, cs->length);
+                    csid, cs->len, cs->length);
     if (!cs->seen && r->fmt >= 2)
         return fail(r, -EPROTO, "csid %u starts with a type %u header", csid, r->fmt);
     r->cur = cs;
@@ -272,18 +297,18 @@ static int finish_header(struct rtmp_chunk_reader *r, bool have_ext, struct rtmp
         if (cs->length > r->lim.max_message_size)
             return fail(r, -EMSGSIZE, "message of %u bytes on csid %u exceeds the limit of %zu",
                         cs->length, cs->csid, r->lim.max_message_size);
-        buf_reset(&cs->payload);
+        cs->len = 0;
         cs->partial = true;
         if (cs->length == 0) {
             *got = 1;
             return emit(r, cs, msg);
         }
         size_t first = cs->length < FIRST_RESERVE ? cs->length : FIRST_RESERVE;
-        if (buf_reserve(&cs->payload, first))
+        if (payload_reserve(cs, first))
             return fail(r, -ENOMEM, "no memory for a %u-byte message", cs->length);
     }
 
-    uint32_t left = cs->length - (uint32_t)cs->payload.len;
+    uint32_t left = cs->length - (uint32_t)cs->len;
     r->chunk_left = left < r->chunk_size ? left : r->chunk_size;
     r->state = ST_PAYLOAD;
     r->hdr_len = 0;
@@ -392,12 +417,14 @@ static long step(struct rtmp_chunk_reader *r, const uint8_t *p, size_t n, struct
         if (used > r->lim.max_pending - r->pending)
             return fail(r, -EMSGSIZE, "unfinished messages exceed %zu bytes (csid %u)",
                         r->lim.max_pending, cs->csid);
-        if (buf_append(&cs->payload, p, used))
+        if (payload_reserve(cs, used))
             return fail(r, -ENOMEM, "no memory for a %u-byte message on csid %u", cs->length,
                         cs->csid);
+        memcpy(frame_payload(cs->frame) + cs->len, p, used);
+        cs->len += used;
         r->pending += used;
         r->chunk_left -= (uint32_t)used;
-        if (cs->payload.len == cs->length) {
+        if (cs->len == cs->length) {
             *got = 1;
             rc = emit(r, cs, msg);
             return rc < 0 ? rc : (long)used;
@@ -480,10 +507,22 @@ int rtmp_chunk_take_payload(struct rtmp_chunk_reader *r, struct buf *out)
 {
     if (!r->emitted)
         return -EINVAL;
-    *out = r->emitted->payload;
-    buf_init(&r->emitted->payload, r->lim.max_message_size);
+    buf_init(out, r->lim.max_message_size);
+    struct rtmp_chunk_stream *cs = r->emitted;
+    return cs->len ? buf_append(out, frame_payload(cs->frame), cs->len) : 0;
+}
+
+struct frame *rtmp_chunk_take_frame(struct rtmp_chunk_reader *r)
+{
+    struct rtmp_chunk_stream *cs = r->emitted;
+    if (!cs || !cs->frame || cs->len == 0)
+        return NULL;
+    struct frame *f = cs->frame;
+    frame_trim(f, 0, cs->len);
+    cs->frame = NULL;
+    cs->len = 0;
     r->emitted = NULL;
-    return 0;
+    return f;
 }
 
 bool rtmp_chunk_ack_due(struct rtmp_chunk_reader *r, uint32_t *seq)

@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "media/frame.h"
 
 /* Message type ids (RTMP 1.0, 5.4 and 7.1). */
 enum rtmp_msg_type {
@@ -116,7 +117,9 @@ struct rtmp_chunk_stream {
     uint32_t timestamp;  /* of the current (or last) message */
     uint32_t delta;      /* reused by type 3 headers that start a message */
     uint32_t ext_value;  /* the last extended timestamp field read */
-    struct buf payload;  /* limit: max_message_size */
+    struct frame *frame; /* payload storage, grown as bytes arrive (limit:
+                          * the message length, itself <= max_message_size) */
+    size_t len;          /* payload bytes of the current message in frame */
 };
 
 struct rtmp_chunk_reader {
@@ -168,11 +171,21 @@ int rtmp_chunk_read(struct rtmp_chunk_reader *r, const uint8_t *data, size_t len
                     size_t *consumed, struct rtmp_msg *msg);
 
 /*
- * Take the storage of the message just returned instead of copying it: out
- * (which must be empty or freed) receives the payload bytes; the caller
- * frees it. Only valid right after rtmp_chunk_read returned RTMP_CHUNK_MSG.
+ * Keep the payload of the message just returned: out (initialised here)
+ * receives a copy of it; the caller frees it. Only valid right after
+ * rtmp_chunk_read returned RTMP_CHUNK_MSG; -EINVAL otherwise.
  */
 int rtmp_chunk_take_payload(struct rtmp_chunk_reader *r, struct buf *out);
+
+/*
+ * Take the message just returned as an unpublished frame, without a copy:
+ * refs 1, codec MEDIA_CODEC_NONE, data/size the whole payload (msg->payload
+ * points into it and stays valid for the new owner). The caller sets the
+ * codec and kind, trims the container header with frame_trim, and publishes
+ * or unrefs it. NULL (and nothing taken) for an empty message or outside the
+ * moment after rtmp_chunk_read returned RTMP_CHUNK_MSG.
+ */
+struct frame *rtmp_chunk_take_frame(struct rtmp_chunk_reader *r);
 
 /*
  * True when the peer's acknowledgement window has been crossed since the last

@@ -18,10 +18,25 @@
  * Payloads: H.264/HEVC NAL units are kept length-prefixed and widened to
  * 4-byte lengths when the publisher's record uses 1 or 2; AV1 temporal
  * delimiters are dropped (media/frame.h).
+ *
+ * Reading in batches. An encoder writes every audio and video message as it
+ * comes (and ffmpeg writes each chunk separately), so a publisher left alone
+ * wakes the loop 100-150 times a second, and with a few publishers the
+ * thread does little but go to sleep and wake up again: measured, the
+ * scheduler's work around those wakeups was most of the ingest CPU, the
+ * bytes themselves little. So once a publishing session has been read, its
+ * socket is held: SO_RCVLOWAT goes so high that epoll stops reporting it
+ * (the bytes keep arriving into the socket buffer; a FIN or an error is
+ * still reported), and one server-wide timer, READ_BATCH_MS later, lowers it
+ * back to 1 on every held socket. Linux signals EPOLLIN from that setsockopt
+ * when bytes are waiting, so the loop then reads every publisher in one
+ * wakeup. Each message waits at most READ_BATCH_MS longer (a part is 0.5 s);
+ * the handshake and the commands are never held.
  */
 #include "ingest/rtmp/rtmp_server.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +58,10 @@
 #define CONNECT_IDLE_MS 30000
 #define JUMP_BACK_MS 1000
 #define JUMP_FORWARD_MS 10000
+#define READ_BATCH_MS 10
+/* The held socket's low-water mark: above anything a publisher sends in
+ * READ_BATCH_MS; the kernel also wakes us when the receive buffer fills. */
+#define HOLD_LOWAT (INT_MAX / 2)
 
 enum sess_state { S_HANDSHAKE, S_CONNECTING, S_AUTHORIZING, S_PUBLISHING, S_CLOSING };
 
@@ -59,6 +78,8 @@ struct rtmp_server {
     size_t nsessions;
     void (*shutdown_cb)(void *);
     void *shutdown_arg;
+    uv_timer_t batch_timer; /* releases held sockets; see "Reading in batches" */
+    bool batch_open;        /* batch_timer initialised and not yet closed */
     uint8_t readbuf[64 * 1024];
 };
 
@@ -75,6 +96,7 @@ struct rtmp_session {
     enum sess_state state;
     int refs;
     bool closing;
+    bool held; /* SO_RCVLOWAT raised until the batch timer fires */
     char remote[64];
     uint64_t started_ms;
     uint64_t last_media_ms;
@@ -120,6 +142,18 @@ static void flush_out(struct rtmp_session *s);
 
 /* --- plumbing ------------------------------------------------------------------ */
 
+/* Shutting down ends when the listener, the batch timer and every session
+ * have closed. */
+static void shutdown_maybe_done(struct rtmp_server *srv)
+{
+    if (srv->shutting_down && srv->nsessions == 0 && !srv->listening && !srv->batch_open &&
+        srv->shutdown_cb) {
+        void (*cb)(void *) = srv->shutdown_cb;
+        srv->shutdown_cb = NULL;
+        cb(srv->shutdown_arg);
+    }
+}
+
 static void session_unref(struct rtmp_session *s)
 {
     if (--s->refs > 0)
@@ -132,11 +166,7 @@ static void session_unref(struct rtmp_session *s)
     if (s->have_acfg)
         codec_config_free(&s->acfg);
     free(s);
-    if (srv->shutting_down && srv->nsessions == 0 && !srv->listening && srv->shutdown_cb) {
-        void (*cb)(void *) = srv->shutdown_cb;
-        srv->shutdown_cb = NULL;
-        cb(srv->shutdown_arg);
-    }
+    shutdown_maybe_done(srv);
 }
 
 static void on_closed(uv_handle_t *h) { session_unref(h->data); }
@@ -632,12 +662,26 @@ static void handle_media(struct rtmp_session *s, const struct rtmp_msg *m)
         return; /* frames before their configuration cannot be decoded */
     int64_t dts_ms = clock_advance(s, m->timestamp, video ? &s->vclock : &s->aclock);
     struct frame *f;
-    if (codec == MEDIA_CODEC_AV1)
+    if (codec == MEDIA_CODEC_AV1) {
         f = av1_frame(fm.data, fm.len);
-    else if (video && s->nal_len != 4)
+    } else if (video && s->nal_len != 4) {
         f = widen_nals(codec, fm.data, fm.len, s->nal_len);
-    else
-        f = frame_new(codec, fm.data, fm.len);
+    } else {
+        /* The usual case: the message already holds the payload as the house
+         * keeps it, so the chunk reader's storage becomes the frame and only
+         * the FLV tag header in front is trimmed off (media/frame.h). */
+        f = rtmp_chunk_take_frame(&s->rd);
+        if (f) {
+            f->codec = codec;
+            f->kind = media_codec_kind(codec);
+            if (frame_trim(f, (size_t)(fm.data - frame_payload(f)), fm.len) != 0) {
+                frame_unref(f);
+                f = NULL;
+            }
+        } else {
+            f = frame_new(codec, fm.data, fm.len);
+        }
+    }
     if (!f) {
         session_close(s, "malformed or oversized frame");
         return;
@@ -728,6 +772,41 @@ static void feed(struct rtmp_session *s, const uint8_t *data, size_t len)
     flush_out(s);
 }
 
+static void set_lowat(struct rtmp_session *s, int lowat)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&s->tcp, &fd) == 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof lowat);
+}
+
+static void on_batch(uv_timer_t *t)
+{
+    struct rtmp_server *srv = t->data;
+    for (struct rtmp_session *s = srv->sessions; s; s = s->next) {
+        if (s->held) {
+            s->held = false;
+            set_lowat(s, 1);
+        }
+    }
+}
+
+/* Quiet this publisher's socket until the next batch (see the top). */
+static void session_hold(struct rtmp_session *s)
+{
+    struct rtmp_server *srv = s->srv;
+    if (s->held || srv->shutting_down)
+        return;
+    if (!srv->batch_open) {
+        uv_timer_init(srv->loop, &srv->batch_timer);
+        srv->batch_timer.data = srv;
+        srv->batch_open = true;
+    }
+    set_lowat(s, HOLD_LOWAT);
+    s->held = true;
+    if (!uv_is_active((uv_handle_t *)&srv->batch_timer))
+        uv_timer_start(&srv->batch_timer, on_batch, READ_BATCH_MS, 0);
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
     struct rtmp_session *s = h->data;
@@ -748,6 +827,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
     if (s->state == S_CLOSING)
         return;
     feed(s, (const uint8_t *)b->base, (size_t)n);
+    if (s->state == S_PUBLISHING && !s->closing)
+        session_hold(s);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -882,14 +963,13 @@ int rtmp_server_port(struct rtmp_server *srv) { return srv->port; }
 
 size_t rtmp_server_sessions(struct rtmp_server *srv) { return srv->nsessions; }
 
-static void on_listener_closed(uv_handle_t *h)
+static void on_listener_closed(uv_handle_t *h) { shutdown_maybe_done(h->data); }
+
+static void on_batch_closed(uv_handle_t *h)
 {
     struct rtmp_server *srv = h->data;
-    if (srv->nsessions == 0 && srv->shutdown_cb) {
-        void (*cb)(void *) = srv->shutdown_cb;
-        srv->shutdown_cb = NULL;
-        cb(srv->shutdown_arg);
-    }
+    srv->batch_open = false;
+    shutdown_maybe_done(srv);
 }
 
 void rtmp_server_shutdown(struct rtmp_server *srv, void (*cb)(void *arg), void *arg)
@@ -899,13 +979,18 @@ void rtmp_server_shutdown(struct rtmp_server *srv, void (*cb)(void *arg), void *
     srv->shutdown_arg = arg;
     while (srv->sessions)
         session_close(srv->sessions, "server shutting down");
+    bool pending = false;
+    if (srv->batch_open && !uv_is_closing((uv_handle_t *)&srv->batch_timer)) {
+        uv_close((uv_handle_t *)&srv->batch_timer, on_batch_closed);
+        pending = true;
+    }
     if (srv->listening) {
         srv->listening = false;
         uv_close((uv_handle_t *)&srv->listener, on_listener_closed);
-    } else if (cb) {
-        srv->shutdown_cb = NULL;
-        cb(arg);
+        pending = true;
     }
+    if (!pending)
+        shutdown_maybe_done(srv);
 }
 
 void rtmp_server_free(struct rtmp_server *srv) { free(srv); }

@@ -1,0 +1,241 @@
+// Browser test of the web app, the way a new streamer and a viewer use it:
+//
+//   1. register through /register (open registration, no e-mail verification:
+//      the defaults), which signs in and lands on /settings/channels;
+//   2. open a channel there, read the OBS Server and Stream Key the page shows;
+//   3. ffmpeg publishes to that server with that key;
+//   4. a second browser (its own profile: no cookies shared) opens the home
+//      page and sees the channel listed live, follows the link to /c/<slug>,
+//      and the player plays (video.currentTime advances);
+//   5. the server side of the pages: /watch/<slug> is a 302 to /c/<slug>, and
+//      /c/<slug> carries the channel's OpenGraph tags.
+//
+// A screenshot of each page is kept in test-artifacts/browser/ui-*.png, with
+// the browsers' console in ui-console.log. The last line printed is
+// "N passed, M failed".
+import fs from 'node:fs';
+import path from 'node:path';
+
+import {
+  REPO, alive, captureConsole, cleanupAll, instrumentPlayer, launchBrowser, log, onCleanup,
+  playerEvents, publishLive, sleep, startHearth, tail, tempDir,
+} from './lib.mjs';
+
+const TIMEOUT_S = Number(process.env.BROWSER_TEST_TIMEOUT || 90);
+const ARTIFACTS = path.join(REPO, 'test-artifacts', 'browser');
+const KEEP_TMP = process.env.BROWSER_TEST_KEEP === '1';
+
+class Timeout extends Error {}
+
+const deadline = Date.now() + TIMEOUT_S * 1000;
+const left = () => Math.max(1000, deadline - Date.now());
+async function until(what, fn, { everyMs = 250 } = {}) {
+  let last;
+  while (Date.now() < deadline) {
+    last = await fn();
+    if (last?.ok) return last;
+    await sleep(everyMs);
+  }
+  throw new Timeout(`timed out after ${TIMEOUT_S} s waiting for ${what}${last?.why ? ` (last: ${last.why})` : ''}`);
+}
+
+async function shot(page, name) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const file = path.join(ARTIFACTS, `ui-${name}.png`);
+  await page.screenshot({ path: file, timeout: Math.min(15000, left()) });
+  log('test', `screenshot: ${path.relative(REPO, file)}`);
+}
+
+const DESCRIPTION = 'Hello *world*, this is **bold**.\n\n<img src=x onerror=alert(1)> [site](https://example.org/) [bad](javascript:alert(1))';
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+async function testStreamerAndViewer(ctx) {
+  const { dir } = ctx;
+  const hearth = await startHearth(dir);
+  ctx.hearth = hearth;
+  log('test', `hearth on ${hearth.url}`);
+
+  // --- the streamer: register, open a channel, read the key ---------------------
+  const streamer = await launchBrowser(dir);
+  const sp = streamer.pages()[0] || (await streamer.newPage());
+  ctx.pages.push(['streamer', sp]);
+  ctx.consoles.push(captureConsole(sp, 'streamer'));
+  const name = `ui${Date.now().toString(36)}`;
+  await sp.goto(`${hearth.url}/register`, { waitUntil: 'load', timeout: left() });
+  await sp.getByLabel('User name').fill(name, { timeout: left() });
+  await sp.getByLabel('Password').fill('correct horse battery');
+  await shot(sp, 'register');
+  await sp.getByRole('button', { name: 'Sign up' }).click();
+  await sp.waitForURL('**/settings/channels', { timeout: left() });
+  await sp.locator('#create-channel').waitFor({ timeout: left() });
+  log('test', `registered "${name}", on ${new URL(sp.url()).pathname}`);
+  await sp.getByLabel('Title').fill('UI test: a <b>bold</b> "channel"');
+  await shot(sp, 'settings-channels');
+  await sp.getByRole('button', { name: 'Create channel' }).click();
+  await sp.waitForURL('**/settings/channels/*', { timeout: left() });
+  const slug = decodeURIComponent(new URL(sp.url()).pathname.split('/').pop());
+  await sp.locator('#stream-key').waitFor({ timeout: left() });
+  const key = await sp.locator('#stream-key').inputValue();
+  const server = await sp.locator('#obs-server').inputValue();
+  assert(/^[A-Za-z0-9_-]{20,}$/.test(key), `the page shows no stream key: "${key}"`);
+  assert(server === hearth.rtmpUrl, `the page's OBS server is "${server}", not ${hearth.rtmpUrl}`);
+  log('test', `channel "${slug}": server ${server}, key ${key.slice(0, 4)}…`);
+  await shot(sp, 'settings-channel');
+
+  // A description in Markdown, with markup that must stay text.
+  await sp.getByLabel(/^Description/).fill(DESCRIPTION);
+  await sp.getByRole('button', { name: 'Save', exact: true }).click();
+  await sp.getByText('Saved.').waitFor({ timeout: left() });
+
+  // --- publish with what the page showed ----------------------------------------
+  const ff = publishLive(`${server}/${key}`, path.join(dir, 'ffmpeg.log'));
+  ctx.ffmpeg = ff;
+
+  // --- the viewer: home page lists it live, the channel page plays -----------------
+  const viewer = await launchBrowser(dir);
+  const vp = viewer.pages()[0] || (await viewer.newPage());
+  ctx.pages.push(['viewer', vp]);
+  ctx.consoles.push(captureConsole(vp, 'viewer'));
+  await instrumentPlayer(vp);
+  await vp.goto(`${hearth.url}/`, { waitUntil: 'load', timeout: left() });
+  const card = vp.locator(`.live-card[data-slug="${slug}"]`);
+  await until('the home page to list the channel live', async () => {
+    if (!alive(ff)) throw new Error(`ffmpeg exited (${ff.exitCode ?? ff.signalCode}):\n${tail(path.join(dir, 'ffmpeg.log'))}`);
+    const n = await card.count();
+    return { ok: n > 0, why: `${n} cards for ${slug}` };
+  });
+  const cardText = (await card.innerText()).replace(/\s+/g, ' ');
+  log('test', `home page lists it: "${cardText}"`);
+  assert(cardText.includes(name), `the live card does not name the owner: ${cardText}`);
+  assert(cardText.includes('UI test: a <b>bold</b> "channel"'), `the title is not shown as text: ${cardText}`);
+  await shot(vp, 'home');
+
+  await card.locator('a.card-title').click();
+  await vp.waitForURL(`**/c/${slug}`, { timeout: left() });
+  const probe = () => vp.evaluate(() => {
+    const v = document.getElementById('video');
+    return {
+      state: document.getElementById('state')?.textContent?.trim(),
+      viewers: document.getElementById('viewers')?.textContent?.trim(),
+      t: v ? v.currentTime : -1,
+      hasHls: !!(window.hearthPlayer && window.hearthPlayer()),
+    };
+  });
+  const started = await until('playback on /c/<slug> (currentTime > 0)', async () => {
+    const p = await probe();
+    return { ok: p.t > 0, why: JSON.stringify(p), p };
+  });
+  const moved = await until('currentTime to advance by 1.5 s', async () => {
+    const p = await probe();
+    return { ok: p.t - started.p.t >= 1.5, why: JSON.stringify(p), p };
+  });
+  log('test', `playing: currentTime ${started.p.t.toFixed(2)} -> ${moved.p.t.toFixed(2)}, state "${moved.p.state}"`);
+  assert(moved.p.state === 'live', `#state shows "${moved.p.state}"`);
+  assert(await vp.locator('aside#chat').count() === 1, 'no <aside id="chat"> slot on the channel page');
+  const desc = await vp.locator('.description').evaluate((el) => ({
+    em: el.querySelector('em')?.textContent,
+    strong: el.querySelector('strong')?.textContent,
+    imgs: el.querySelectorAll('img, script').length,
+    links: [...el.querySelectorAll('a')].map((a) => `${a.getAttribute('href')} ${a.rel}`),
+    text: el.textContent,
+  }));
+  log('test', `description: ${JSON.stringify(desc)}`);
+  assert(desc.em === 'world' && desc.strong === 'bold', `Markdown emphasis not rendered: ${JSON.stringify(desc)}`);
+  assert(desc.imgs === 0 && desc.text.includes('<img src=x onerror=alert(1)>'), `raw HTML in the description became markup: ${JSON.stringify(desc)}`);
+  assert(desc.links.length === 1 && desc.links[0].startsWith('https://example.org/ ') && desc.links[0].includes('noopener'),
+    `description links: ${JSON.stringify(desc.links)}`);
+  await shot(vp, 'channel');
+
+  // The same page on a phone-sized screen.
+  await vp.setViewportSize({ width: 390, height: 844 });
+  await sleep(300);
+  await shot(vp, 'channel-phone');
+
+  // --- the server's side of the pages ----------------------------------------------
+  const r = await fetch(`${hearth.url}/watch/${encodeURIComponent(slug)}`, { redirect: 'manual' });
+  assert(r.status === 302 && r.headers.get('location') === `/c/${slug}`,
+    `/watch/${slug}: ${r.status} ${r.headers.get('location')}`);
+  const html = await (await fetch(`${hearth.url}/c/${encodeURIComponent(slug)}`)).text();
+  assert(html.includes('<meta property="og:title" content="UI test: a &lt;b&gt;bold&lt;/b&gt; &quot;channel&quot;" />'),
+    `/c/${slug} has no escaped og:title:\n${html.slice(0, 1200)}`);
+  assert(!html.includes('<b>bold</b>'), `/c/${slug} has the title as HTML`);
+  log('test', '/watch/<slug> redirects; /c/<slug> has escaped OpenGraph tags');
+
+  // The streamer's following page and the login page, for the record.
+  await sp.goto(`${hearth.url}/following`, { waitUntil: 'load', timeout: left() });
+  await sp.getByRole('heading', { name: 'Following' }).waitFor({ timeout: left() });
+  await shot(sp, 'following');
+  await vp.setViewportSize({ width: 1280, height: 800 });
+  await vp.goto(`${hearth.url}/login`, { waitUntil: 'load', timeout: left() });
+  await vp.getByLabel('Name or e-mail').waitFor({ timeout: left() });
+  await shot(vp, 'login');
+}
+
+async function main() {
+  const tests = [['register, open a channel, stream to it, find it live and watch it', testStreamerAndViewer]];
+  let passed = 0;
+  let failed = 0;
+  const watchdog = setTimeout(() => {
+    console.error(`FAIL: the browser test ran past ${TIMEOUT_S + 30} s; stopping everything`);
+    cleanupAll().finally(() => {
+      console.log(`${passed} passed, ${tests.length - passed} failed`);
+      process.exit(1);
+    });
+  }, (TIMEOUT_S + 30) * 1000);
+  watchdog.unref();
+
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  for (const f of fs.readdirSync(ARTIFACTS)) if (f.startsWith('ui-')) fs.rmSync(path.join(ARTIFACTS, f), { force: true });
+
+  for (const [name, fn] of tests) {
+    const dir = tempDir('hearth-ui-');
+    const ctx = { dir, pages: [], consoles: [], console: [] };
+    if (!KEEP_TMP) onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }), { late: true });
+    const t0 = Date.now();
+    try {
+      await fn(ctx);
+      passed++;
+      console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    } catch (e) {
+      failed++;
+      console.log(`FAIL ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${e instanceof Timeout ? e.message : e?.stack || e}`);
+      for (const [who, page] of ctx.pages) {
+        try {
+          await page.screenshot({ path: path.join(ARTIFACTS, `ui-failed-${who}.png`), timeout: 5000 });
+          console.log(`screenshot of the failure: test-artifacts/browser/ui-failed-${who}.png (${page.url()})`);
+        } catch {
+          // the page may be gone
+        }
+      }
+      if (ctx.hearth) console.log(`--- hearth log (tail)\n${tail(ctx.hearth.logFile)}`);
+      console.log(`--- ffmpeg log (tail)\n${tail(path.join(dir, 'ffmpeg.log'), 10)}`);
+    }
+    const lines = ctx.consoles.flat();
+    for (const [who, page] of ctx.pages) {
+      for (const e of await playerEvents(page)) lines.push(`[${who}] player: ${e}`);
+    }
+    fs.writeFileSync(path.join(ARTIFACTS, 'ui-console.log'), lines.join('\n') + '\n');
+    if (ctx.hearth) fs.copyFileSync(ctx.hearth.logFile, path.join(ARTIFACTS, 'ui-hearth.log'));
+    if (lines.length) {
+      console.log(`--- browser console (${lines.length}; also in test-artifacts/browser/ui-console.log)`);
+      for (const l of lines.slice(-30)) console.log(l);
+    }
+    await cleanupAll();
+  }
+  clearTimeout(watchdog);
+  console.log(`${passed} passed, ${failed} failed`);
+  return failed ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  async (e) => {
+    console.error(e?.stack || e);
+    await cleanupAll();
+    console.log('0 passed, 1 failed');
+    process.exit(1);
+  },
+);

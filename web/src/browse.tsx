@@ -1,0 +1,187 @@
+// Pages that list channels: home (live now, recent, topics), a topic, search
+// results, a user's profile.
+import { useEffect, useState } from 'preact/hooks';
+
+import { enc, errorText, get, type Channel, type LiveChannel, type Topic } from './api';
+import { Avatar, ErrorBox, useLocation, useTitle } from './app';
+
+function usePoll<T>(load: () => Promise<T>, deps: unknown[], everyMs = 0): [T | undefined, string] {
+  const [data, setData] = useState<T | undefined>(undefined);
+  const [error, setError] = useState('');
+  useEffect(() => {
+    let alive = true;
+    const run = () =>
+      load().then(
+        (d) => alive && (setData(d), setError('')),
+        (e) => alive && setError(errorText(e)),
+      );
+    void run();
+    const t = everyMs ? window.setInterval(run, everyMs) : 0;
+    return () => {
+      alive = false;
+      clearInterval(t);
+    };
+  }, deps);
+  return [data, error];
+}
+
+function viewers(n: number): string {
+  return `${n} ${n === 1 ? 'viewer' : 'viewers'}`;
+}
+
+export function LiveGrid({ live, empty }: { live: LiveChannel[] | undefined; empty: string }) {
+  if (!live) return <p class="muted">Loading…</p>;
+  if (!live.length) return <p class="muted">{empty}</p>;
+  return (
+    <ul class="cards" id="live">
+      {live.map((ch) => (
+        <li class="card live-card" key={ch.slug} data-slug={ch.slug}>
+          <a class="cover" href={`/c/${enc(ch.slug)}`} aria-label={`${ch.title} (live)`}>
+            <Avatar url={ch.avatar_url} name={ch.title || ch.slug} size={72} />
+            <span class="badge live">live</span>
+            <span class="viewers">{viewers(ch.viewers || 0)}</span>
+          </a>
+          <div class="card-body">
+            <a class="card-title" href={`/c/${enc(ch.slug)}`}>
+              {ch.title || ch.slug}
+            </a>
+            <div class="muted">
+              <a href={`/u/${enc(ch.owner)}`}>{ch.owner}</a>
+              {ch.topic && ch.topic_slug ? (
+                <>
+                  {' · '}
+                  <a href={`/topic/${enc(ch.topic_slug)}`}>{ch.topic}</a>
+                </>
+              ) : null}
+            </div>
+          </div>
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+export function ChannelList({ channels, empty }: { channels: Channel[] | undefined; empty: string }) {
+  if (!channels) return <p class="muted">Loading…</p>;
+  if (!channels.length) return <p class="muted">{empty}</p>;
+  return (
+    <ul class="rows">
+      {channels.map((ch) => (
+        <li class="row" key={ch.slug}>
+          <Avatar url={ch.avatar_url} name={ch.title || ch.slug} size={40} />
+          <div>
+            <a class="card-title" href={`/c/${enc(ch.slug)}`}>
+              {ch.live_title || ch.title || ch.slug}
+            </a>
+            {ch.live ? <span class="badge live">live</span> : null}
+            <div class="muted">
+              <a href={`/u/${enc(ch.owner)}`}>{ch.owner}</a>
+              {ch.topic && ch.topic_slug ? (
+                <>
+                  {' · '}
+                  <a href={`/topic/${enc(ch.topic_slug)}`}>{ch.topic}</a>
+                </>
+              ) : null}
+              {ch.live ? ` · ${viewers(ch.live.viewers || 0)}` : ''}
+            </div>
+          </div>
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+function TopicChips({ topics }: { topics: Topic[] | undefined }) {
+  if (!topics || !topics.length) return <p class="muted">No topics yet.</p>;
+  return (
+    <ul class="chips">
+      {topics.map((t) => (
+        <li key={t.slug}>
+          <a href={`/topic/${enc(t.slug)}`}>{t.name}</a>
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+export function HomePage() {
+  useTitle('');
+  const [live, liveErr] = usePoll(() => get<{ live: LiveChannel[] }>('/live').then((r) => r.live), [], 5000);
+  const [recent] = usePoll(
+    () => get<{ channels: Channel[] }>('/channels?sort=recent&limit=12').then((r) => r.channels),
+    [],
+    30000,
+  );
+  const [topics] = usePoll(() => get<{ topics: Topic[] }>('/topics').then((r) => r.topics), []);
+  return (
+    <>
+      <h1>Live now</h1>
+      <ErrorBox error={liveErr} />
+      <LiveGrid live={live} empty="Nobody is live right now." />
+      <h2>Recent channels</h2>
+      <ChannelList channels={recent} empty="No channels yet." />
+      <h2>Browse by topic</h2>
+      <TopicChips topics={topics} />
+    </>
+  );
+}
+
+export function TopicPage({ slug }: { slug: string }) {
+  const [topics] = usePoll(() => get<{ topics: Topic[] }>('/topics').then((r) => r.topics), []);
+  const topic = topics?.find((t) => t.slug === slug);
+  useTitle(topic?.name || slug);
+  const [live] = usePoll(() => get<{ live: LiveChannel[] }>(`/live?topic=${enc(slug)}`).then((r) => r.live), [slug], 5000);
+  const [channels, err] = usePoll(
+    () => get<{ channels: Channel[] }>(`/channels?topic=${enc(slug)}&sort=recent`).then((r) => r.channels),
+    [slug],
+  );
+  return (
+    <>
+      <h1>{topic?.name || slug}</h1>
+      <ErrorBox error={err} />
+      <h2>Live</h2>
+      <LiveGrid live={live} empty="Nobody is live in this topic." />
+      <h2>Channels</h2>
+      <ChannelList channels={channels} empty="No channels in this topic yet." />
+    </>
+  );
+}
+
+export function SearchPage() {
+  const loc = useLocation();
+  const q = (loc.searchParams.get('q') || '').trim();
+  useTitle(q ? `Search: ${q}` : 'Search');
+  const [channels, err] = usePoll(
+    () =>
+      q ? get<{ channels: Channel[] }>(`/channels?q=${enc(q)}&limit=50`).then((r) => r.channels) : Promise.resolve([]),
+    [q],
+  );
+  return (
+    <>
+      <h1>Search</h1>
+      <p class="muted">{q ? `Channels and people matching “${q}”` : 'Type a channel or user name in the search box.'}</p>
+      <ErrorBox error={err} />
+      {q ? <ChannelList channels={channels} empty="Nothing matches." /> : null}
+    </>
+  );
+}
+
+export function UserPage({ name }: { name: string }) {
+  useTitle(name);
+  const [channels, err] = usePoll(
+    () => get<{ channels: Channel[] }>(`/channels?owner=${enc(name)}`).then((r) => r.channels),
+    [name],
+    15000,
+  );
+  return (
+    <>
+      <div class="profile">
+        <Avatar name={name} size={64} />
+        <h1>{name}</h1>
+      </div>
+      <ErrorBox error={err} />
+      <h2>Channels</h2>
+      <ChannelList channels={channels} empty={`${name} has no public channels.`} />
+    </>
+  );
+}
