@@ -1080,7 +1080,7 @@ json_t *channel_to_json(const struct channel *c, const char *public_url, const c
             base--;
         snprintf(url, sizeof url, "%.*s/live/%s/master.m3u8", (int)base, public_url, c->slug);
         set_str(o, "hls_url", url);
-        snprintf(url, sizeof url, "%.*s/watch/%s", (int)base, public_url, c->slug);
+        snprintf(url, sizeof url, "%.*s/c/%s", (int)base, public_url, c->slug);
         set_str(o, "watch_url", url);
     }
     return o;

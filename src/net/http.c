@@ -23,16 +23,6 @@
  * freed while one runs (refs), and the response is sent by the after-work
  * callback on the loop. Async handlers (HTTP_ASYNC) keep the request until
  * http_request_finish(); if the connection dies first, on_abort tells them.
- *
- * Bodies that also lie in a file descriptor (http_response_body_ref_fd: HLS
- * segments in a memfd) go out with sendfile(2), so the kernel takes the
- * pages instead of the server copying a megabyte per response into the
- * socket. libuv has no sendfile for sockets and no way to wait for a socket
- * it owns to become writable, so: sendfile on the socket (non-blocking) for
- * as long as it takes bytes; when it says EAGAIN, the next SENDFILE_SLICE
- * bytes go as an ordinary uv_write from the same memory, which libuv sends
- * when there is room, and its completion resumes sendfile. Only those slices
- * are copied. The next pipelined request waits until the body is out.
  */
 #include "net/http.h"
 
@@ -45,7 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/sendfile.h>
 #include <time.h>
 
 #include "core/config.h"
@@ -58,10 +47,6 @@
 #define PENDING_LIMIT (64 * 1024)
 #define WRITE_QUEUE_HIGH (1024 * 1024)
 #define FILE_CHUNK (256 * 1024)
-/* Bodies at least this long go out with sendfile when they have an fd. */
-#define SENDFILE_MIN (64 * 1024)
-/* What is written (copied) while waiting for the socket to take more. */
-#define SENDFILE_SLICE (16 * 1024)
 #define LINGER_MS 2000
 #define BODY_KEEP_MAX (64 * 1024)
 
@@ -106,13 +91,6 @@ struct http_conn {
     uv_file file_fd;
     bool file_head_only;
 
-    /* Sending a body with sendfile: the fd and, for the slices, its bytes. */
-    int sf_fd;
-    uint64_t sf_off, sf_left;
-    const char *sf_data;
-    void (*sf_release)(void *);
-    void *sf_opaque;
-
     uint64_t bytes_out;
 };
 
@@ -146,7 +124,6 @@ struct http_write {
     void (*release)(void *);
     void *opaque;
     bool file_chunk;
-    bool sf_chunk; /* its completion resumes sendfile */
 };
 
 static void conn_close(struct http_conn *c);
@@ -187,8 +164,6 @@ static void conn_unref(struct http_conn *c)
     buf_free(&c->req.res.headers);
     buf_free(&c->req.res.body);
     free(c->file_buf);
-    if (c->sf_release)
-        c->sf_release(c->sf_opaque);
     free(c);
     if (srv->shutting_down && srv->nconns == 0 && srv->listener_closed && srv->shutdown_cb) {
         void (*cb)(struct http_server *, void *) = srv->shutdown_cb;
@@ -205,7 +180,6 @@ static void response_release_body(struct http_response *res)
         res->ref_release(res->ref_opaque);
     res->ref_release = NULL;
     res->ref_data = NULL;
-    res->ref_fd = -1;
     if (res->body_kind == HTTP_BODY_FILE && res->file_fd >= 0) {
         uv_fs_t r;
         uv_fs_close(NULL, &r, res->file_fd, NULL);
@@ -355,14 +329,6 @@ void http_response_body_ref(struct http_request *req, const void *data, size_t l
     req->res.ref_opaque = opaque;
 }
 
-void http_response_body_ref_fd(struct http_request *req, const void *data, size_t len, int fd,
-                               uint64_t fd_off, void (*release)(void *), void *opaque)
-{
-    http_response_body_ref(req, data, len, release, opaque);
-    req->res.ref_fd = fd;
-    req->res.ref_fd_off = fd_off;
-}
-
 void http_response_etag(struct http_request *req, const char *etag)
 {
     snprintf(req->res.etag, sizeof req->res.etag, "%s", etag);
@@ -415,7 +381,6 @@ static void write_free(struct http_write *w)
 }
 
 static void conn_file_next(struct http_conn *c);
-static void conn_sf_next(struct http_conn *c);
 static void conn_response_done(struct http_conn *c);
 
 static void maybe_unblock(struct http_conn *c)
@@ -472,7 +437,6 @@ static void on_write(uv_write_t *wr, int status)
     struct http_write *w = (struct http_write *)wr;
     struct http_conn *c = w->c;
     bool file_chunk = w->file_chunk;
-    bool sf_chunk = w->sf_chunk;
     write_free(w);
     if (status < 0) {
         if (!c->closing)
@@ -484,8 +448,6 @@ static void on_write(uv_write_t *wr, int status)
     if (!c->closing) {
         if (file_chunk)
             conn_file_next(c);
-        else if (sf_chunk)
-            conn_sf_next(c);
         else
             maybe_unblock(c);
     }
@@ -610,7 +572,6 @@ static void conn_send_response(struct http_conn *c)
                 } else if (res->body_kind == HTTP_BODY_REF) {
                     res->ref_data += first;
                     res->ref_len = blen;
-                    res->ref_fd_off += first;
                 } else if (res->body_kind == HTTP_BODY_BUF) {
                     buf_consume(&res->body, first);
                     res->body.len = blen;
@@ -684,22 +645,6 @@ static void conn_send_response(struct http_conn *c)
         if (conn_write(c, w, bufs, 1) < 0)
             return;
         conn_file_next(c);
-        return;
-    }
-    if (send_body && res->body_kind == HTTP_BODY_REF && res->ref_fd >= 0 && blen >= SENDFILE_MIN) {
-        /* Head now; the body follows with sendfile (see the top). */
-        c->sf_fd = res->ref_fd;
-        c->sf_off = res->ref_fd_off;
-        c->sf_left = blen;
-        c->sf_data = res->ref_data;
-        c->sf_release = res->ref_release;
-        c->sf_opaque = res->ref_opaque;
-        res->ref_release = NULL;
-        res->body_kind = HTTP_BODY_NONE;
-        w->sf_chunk = true;
-        if (conn_write(c, w, bufs, 1) < 0)
-            return;
-        conn_sf_next(c);
         return;
     }
     if (send_body && res->body_kind == HTTP_BODY_BUF) {
@@ -783,60 +728,6 @@ static void conn_file_next(struct http_conn *c)
     if (uv_fs_read(c->srv->loop, &c->fs_req, c->file_fd, &b, 1, (int64_t)c->file_pos, on_file_read) < 0) {
         c->refs--;
         conn_close(c);
-    }
-}
-
-/* Send what the socket takes of a sendfile body; when it is full, queue a
- * slice from memory, whose completion brings us back here. */
-static void conn_sf_next(struct http_conn *c)
-{
-    while (!c->closing && c->sf_release) {
-        /* Behind anything already queued (the head, a slice): wait for it. */
-        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > 0)
-            return;
-        if (c->sf_left == 0) {
-            void (*release)(void *) = c->sf_release;
-            c->sf_release = NULL;
-            release(c->sf_opaque);
-            conn_response_done(c);
-            return;
-        }
-        uv_os_fd_t sock;
-        ssize_t n = -1;
-        if (uv_fileno((uv_handle_t *)&c->tcp, &sock) == 0) {
-            off_t off = (off_t)c->sf_off;
-            size_t want = c->sf_left > 0x7ffff000 ? 0x7ffff000 : (size_t)c->sf_left;
-            n = sendfile(sock, c->sf_fd, &off, want);
-        } else {
-            errno = EBADF;
-        }
-        if (n > 0) {
-            c->sf_off += (uint64_t)n;
-            c->sf_left -= (uint64_t)n;
-            c->sf_data += n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-            log_debug("http %s: sendfile failed: %s", c->req.remote, n == 0 ? "file too short" : strerror(errno));
-            conn_close(c);
-            return;
-        }
-        struct http_write *w = calloc(1, sizeof *w);
-        if (!w) {
-            conn_close(c);
-            return;
-        }
-        size_t len = c->sf_left < SENDFILE_SLICE ? (size_t)c->sf_left : SENDFILE_SLICE;
-        uv_buf_t b = uv_buf_init((char *)c->sf_data, (unsigned)len);
-        w->sf_chunk = true;
-        conn_timer(c, c->srv->cfg->http.idle_timeout_ms);
-        c->sf_off += len;
-        c->sf_left -= len;
-        c->sf_data += len;
-        if (conn_write(c, w, &b, 1) < 0)
-            return;
     }
 }
 
@@ -1458,10 +1349,6 @@ static void on_timer(uv_timer_t *t)
         conn_close(c);
         break;
     case CS_HANDLING:
-        if (c->sf_release) { /* no slice of a sendfile body went out for that long */
-            log_info("http %s: client stopped reading; closing", c->req.remote);
-            conn_close(c);
-        }
         break;
     }
 }
@@ -1543,9 +1430,7 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     c->srv = srv;
     c->file_fd = -1;
-    c->sf_fd = -1;
     c->req.res.file_fd = -1;
-    c->req.res.ref_fd = -1;
     c->req.conn = c;
     c->req.server = srv;
     buf_init(&c->pending, PENDING_LIMIT + READ_BUF_SIZE);

@@ -67,11 +67,6 @@ struct http_response {
     size_t ref_len;
     void (*ref_release)(void *opaque);
     void *ref_opaque;
-    /* HTTP_BODY_REF, optional: the same bytes also lie in ref_fd (a memfd or
-     * file that outlives the write, like ref_data) from ref_fd_off on; the
-     * body then goes out with sendfile. -1: none. */
-    int ref_fd;
-    uint64_t ref_fd_off;
     /* HTTP_BODY_FILE: streamed from an open file, [file_off, file_off + file_len). */
     uv_file file_fd;
     uint64_t file_off, file_len, file_size;
@@ -134,10 +129,6 @@ int http_response_printf(struct http_request *req, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void http_response_body_ref(struct http_request *req, const void *data, size_t len,
                             void (*release)(void *), void *opaque);
-/* The same, for bytes that are also in fd at fd_off (a memfd written once):
- * the server sends them with sendfile(2), without copying them itself. */
-void http_response_body_ref_fd(struct http_request *req, const void *data, size_t len, int fd,
-                               uint64_t fd_off, void (*release)(void *), void *opaque);
 void http_response_etag(struct http_request *req, const char *etag);
 /* Sets status, Content-Type: application/json and the body (the object is not freed). */
 int http_response_json(struct http_request *req, int status, struct json_t *obj);

@@ -521,7 +521,7 @@ static void test_channel_json(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "hls_url")),
                         "https://tv.example.org/live/speedruns/master.m3u8");
     assert_string_equal(json_string_value(json_object_get(j, "watch_url")),
-                        "https://tv.example.org/watch/speedruns");
+                        "https://tv.example.org/c/speedruns");
     json_decref(j);
 
     j = channel_to_json(&c, "http://127.0.0.1:8080", "127.0.0.1:1936", true);

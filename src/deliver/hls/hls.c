@@ -34,11 +34,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/time.h>
-#include <sys/uio.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/log.h"
 #include "core/util.h"
@@ -53,62 +50,11 @@ struct hls_blob *hls_blob_new(const void *data, size_t len)
     if (!b)
         return NULL;
     b->refs = 1;
-    b->fd = -1;
-    b->map_len = 0;
     b->len = len;
     b->etag[0] = '\0';
     if (len)
         memcpy(b->data, data, len);
     return b;
-}
-
-/*
- * A segment's blob: its parts written end to end into a memfd (one pwritev,
- * the one copy of the segment; the kernel allocates the pages as it writes,
- * without a page fault per page), mapped to be read like any blob, and sent
- * by net/http with sendfile: a viewer's download then costs no copy in
- * Hearth. NULL when the system refuses (the caller falls back to malloc).
- */
-static struct hls_blob *segment_blob_memfd(const struct hls_segment *seg)
-{
-    size_t total = HLS_BLOB_FD_OFF + seg->bytes;
-    int fd = memfd_create("hearth-segment", MFD_CLOEXEC);
-    if (fd < 0)
-        return NULL;
-    if (ftruncate(fd, (off_t)total) != 0)
-        goto fail;
-    struct iovec iov[64];
-    off_t off = (off_t)HLS_BLOB_FD_OFF;
-    for (int i = 0; i < seg->nparts;) {
-        int n = 0;
-        for (; n < 64 && i + n < seg->nparts; n++)
-            iov[n] = (struct iovec){seg->parts[i + n].blob->data, seg->parts[i + n].blob->len};
-        i += n;
-        for (int k = 0; k < n;) {
-            ssize_t w = pwritev(fd, iov + k, n - k, off);
-            if (w <= 0)
-                goto fail;
-            off += w;
-            while (k < n && (size_t)w >= iov[k].iov_len)
-                w -= (ssize_t)iov[k++].iov_len;
-            if (k < n) {
-                iov[k].iov_base = (char *)iov[k].iov_base + w;
-                iov[k].iov_len -= (size_t)w;
-            }
-        }
-    }
-    struct hls_blob *b = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (b == MAP_FAILED)
-        goto fail;
-    b->refs = 1;
-    b->fd = fd;
-    b->map_len = total;
-    b->len = seg->bytes;
-    b->etag[0] = '\0';
-    return b;
-fail:
-    close(fd);
-    return NULL;
 }
 
 static struct hls_blob *blob_from_buf(struct buf *bf)
@@ -123,15 +69,8 @@ void hls_blob_ref(struct hls_blob *b) { b->refs++; }
 
 void hls_blob_unref(struct hls_blob *b)
 {
-    if (!b || --b->refs > 0)
-        return;
-    if (b->fd >= 0) {
-        int fd = b->fd;
-        munmap(b, b->map_len);
-        close(fd);
-    } else {
+    if (b && --b->refs == 0)
         free(b);
-    }
 }
 
 /* --- helpers ------------------------------------------------------------------ */
@@ -350,8 +289,6 @@ static void close_part(struct hls_stream *hs, int64_t end_t)
         goto out;
     }
     b->refs = 1;
-    b->fd = -1;
-    b->map_len = 0;
     b->len = fsize;
     b->etag[0] = '\0';
     if (seg->nparts == seg->capparts) {
@@ -403,11 +340,9 @@ static void close_segment(struct hls_stream *hs)
         return;
     }
     /* The segment is its parts end to end: one copy, straight into its blob. */
-    seg->blob = segment_blob_memfd(seg);
-    if (!seg->blob && (seg->blob = malloc(sizeof *seg->blob + seg->bytes + 1))) {
+    seg->blob = malloc(sizeof *seg->blob + seg->bytes + 1);
+    if (seg->blob) {
         seg->blob->refs = 1;
-        seg->blob->fd = -1;
-        seg->blob->map_len = 0;
         seg->blob->len = 0;
         for (int i = 0; i < seg->nparts; i++) {
             memcpy(seg->blob->data + seg->blob->len, seg->parts[i].blob->data, seg->parts[i].blob->len);

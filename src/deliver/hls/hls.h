@@ -24,7 +24,6 @@
 #define HEARTH_DELIVER_HLS_HLS_H
 
 #include <stdbool.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -41,19 +40,13 @@ struct hls_config {
     uint64_t linger_ms;     /* how long an ended stream's playlist stays */
 };
 
-/* A reference-counted immutable byte blob (loop thread only). A complete
- * segment's blob lives in a memfd mapped at the blob itself (fd >= 0), so
- * that net/http can send it with sendfile; every other blob is malloc'd. */
+/* A reference-counted immutable byte blob (loop thread only). */
 struct hls_blob {
     int refs;
-    int fd;         /* the memfd holding this blob, data at HLS_BLOB_FD_OFF; or -1 */
-    size_t map_len; /* fd >= 0: length of the mapping (header + data) */
     size_t len;
     char etag[48];
     uint8_t data[];
 };
-
-#define HLS_BLOB_FD_OFF offsetof(struct hls_blob, data)
 
 struct hls_part {
     struct hls_blob *blob; /* NULL once no longer listed: served from the segment's blob */

@@ -48,10 +48,7 @@ static void send_blob(struct http_request *req, struct hls_blob *b, const char *
     if (b->etag[0])
         http_response_etag(req, b->etag);
     hls_blob_ref(b);
-    if (b->fd >= 0)
-        http_response_body_ref_fd(req, b->data, b->len, b->fd, HLS_BLOB_FD_OFF, release_blob, b);
-    else
-        http_response_body_ref(req, b->data, b->len, release_blob, b);
+    http_response_body_ref(req, b->data, b->len, release_blob, b);
 }
 
 static void not_found(struct http_request *req, const char *why)
@@ -119,11 +116,7 @@ static int answer_part(struct hls_stream *hs, struct http_request *req, uint64_t
             http_response_header(req, "Cache-Control", "public, max-age=31536000, immutable");
             http_response_etag(req, etag);
             hls_blob_ref(s->blob);
-            if (s->blob->fd >= 0)
-                http_response_body_ref_fd(req, s->blob->data + p->off, p->len, s->blob->fd,
-                                          HLS_BLOB_FD_OFF + p->off, release_blob, s->blob);
-            else
-                http_response_body_ref(req, s->blob->data + p->off, p->len, release_blob, s->blob);
+            http_response_body_ref(req, s->blob->data + p->off, p->len, release_blob, s->blob);
             return 0;
         }
     }

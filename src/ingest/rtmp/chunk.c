@@ -173,7 +173,7 @@ static void release_payload(struct rtmp_chunk_stream *cs)
     cs->len = 0;
 }
 
-/* Room for extra more payload bytes: grows by doubling with what arrives,
+/* Room for `extra` more payload bytes: grows by doubling with what arrives,
  * never past the message's length (so a complete message fits exactly). */
 static int payload_reserve(struct rtmp_chunk_stream *cs, size_t extra)
 {
@@ -518,6 +518,13 @@ struct frame *rtmp_chunk_take_frame(struct rtmp_chunk_reader *r)
     if (!cs || !cs->frame || cs->len == 0)
         return NULL;
     struct frame *f = cs->frame;
+    if (f->capacity > cs->len + cs->len / 2) {
+        /* Storage kept from a bigger message before: the frame may sit in
+         * the GOP cache for seconds, so give the rest back. */
+        struct frame *n = frame_resize(f, cs->len);
+        if (n)
+            f = n;
+    }
     frame_trim(f, 0, cs->len);
     cs->frame = NULL;
     cs->len = 0;
