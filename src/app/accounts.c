@@ -89,51 +89,6 @@ static void copy_text(char *dst, const char *src, size_t n)
     dst[len] = '\0';
 }
 
-/*
- * Valid UTF-8 (no overlong forms, no surrogates) without control characters:
- * text that goes into HTML, JSON, XMPP and log lines.
- */
-static bool text_clean(const char *str)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    while (*s) {
-        unsigned c = *s;
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                return false;
-            s++;
-            continue;
-        }
-        int len;
-        unsigned cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        for (int k = 1; k < len; k++) {
-            if ((s[k] & 0xc0) != 0x80) /* also stops at the NUL */
-                return false;
-            cp = (cp << 6) | (s[k] & 0x3f);
-        }
-        if (len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff)))
-            return false;
-        if (len == 4 && (cp < 0x10000 || cp > 0x10ffff))
-            return false;
-        if (cp <= 0x9f) /* C1 controls */
-            return false;
-        s += len;
-    }
-    return true;
-}
-
 static bool is_alnum(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
@@ -166,7 +121,7 @@ int account_email_valid(const char *email, char *err, size_t errlen)
     for (size_t i = 0; ok && i < n; i++)
         ok = (unsigned char)email[i] > 0x20 && email[i] != 0x7f;
     if (ok)
-        ok = text_clean(email);
+        ok = util_text_ok(email, NULL);
     if (!ok)
         return fail(-EINVAL, err, errlen,
                     "that does not look like an email address (one '@', no spaces, at most %d "
@@ -310,7 +265,7 @@ static void slug_with_suffix(const char *base, int k, char out[CHANNEL_SLUG_MAX 
 static int title_valid(const char *title, char *err, size_t errlen)
 {
     size_t n = title ? strlen(title) : 0;
-    if (n == 0 || n > CHANNEL_TITLE_MAX || !text_clean(title) ||
+    if (n == 0 || n > CHANNEL_TITLE_MAX || !util_text_ok(title, NULL) ||
         strspn(title, " ") == n)
         return fail(-EINVAL, err, errlen,
                     "a title is 1 to %d bytes of UTF-8 text without control characters",
@@ -502,7 +457,7 @@ static int user_lookup(struct db *db, const char *name, struct user *out, char *
         return db_failed(db, rc, err, errlen, "looking up the user");
     if (rc != DB_ROW)
         return fail(-ENOENT, err, errlen, "no user named '%s'",
-                    name && text_clean(name) ? name : "?");
+                    name && util_text_ok(name, NULL) ? name : "?");
     return 0;
 }
 
@@ -637,7 +592,7 @@ int account_authenticate(struct db *db, const char *name, const char *password,
 int topic_add(struct db *db, const char *name, struct topic *out, char *err, size_t errlen)
 {
     size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > TOPIC_NAME_MAX || !text_clean(name) || strspn(name, " ") == n)
+    if (n == 0 || n > TOPIC_NAME_MAX || !util_text_ok(name, NULL) || strspn(name, " ") == n)
         return fail(-EINVAL, err, errlen,
                     "a topic name is 1 to %d bytes of UTF-8 text without control characters",
                     TOPIC_NAME_MAX);
@@ -798,7 +753,7 @@ int channel_add(struct db *db, const char *owner_name, const char *title, const 
         if (rc != DB_ROW) {
             db_rollback(db);
             return fail(-ENOENT, err, errlen, "no topic named '%s'; an admin adds topics first",
-                        text_clean(topic) ? topic : "?");
+                        util_text_ok(topic, NULL) ? topic : "?");
         }
     }
 
@@ -869,7 +824,7 @@ int channel_find_by_slug(struct db *db, const char *slug, struct channel *out, c
 {
     int rc = channel_select_one(db, "c.slug = ?", slug ? slug : "", out);
     if (rc == -ENOENT)
-        return fail(rc, err, errlen, "no channel '%s'", slug && text_clean(slug) ? slug : "?");
+        return fail(rc, err, errlen, "no channel '%s'", slug && util_text_ok(slug, NULL) ? slug : "?");
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "looking up the channel");
     return 0;
@@ -933,7 +888,7 @@ int channel_key_reset(struct db *db, const char *slug, struct channel *out, char
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "resetting the stream key");
     if (db_changes(db) == 0)
-        return fail(-ENOENT, err, errlen, "no channel '%s'", slug && text_clean(slug) ? slug : "?");
+        return fail(-ENOENT, err, errlen, "no channel '%s'", slug && util_text_ok(slug, NULL) ? slug : "?");
     log_info("accounts: stream key of channel '%s' was reset", slug);
     return out ? channel_find_by_slug(db, slug, out, err, errlen) : 0;
 }
@@ -977,7 +932,7 @@ int channel_delete(struct db *db, const char *slug, char *err, size_t errlen)
     int rc = update_named(db, "DELETE FROM channels WHERE slug = ?", NULL, 0, false,
                           slug ? slug : "", "deleting the channel", err, errlen);
     if (rc == -ENOENT)
-        return fail(rc, err, errlen, "no channel '%s'", slug && text_clean(slug) ? slug : "?");
+        return fail(rc, err, errlen, "no channel '%s'", slug && util_text_ok(slug, NULL) ? slug : "?");
     if (rc == 0)
         log_info("accounts: deleted channel '%s'", slug);
     return rc;

@@ -184,18 +184,6 @@ static bool get_str(struct call *c, const char *key, bool required, size_t max, 
     return true;
 }
 
-/* One line of text a person typed: no control characters (C0, DEL, C1). */
-static bool text_ok(const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p < 0x20 || *p == 0x7f)
-            return false;
-        if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
-            return false;
-    }
-    return true;
-}
-
 static void lower_copy(char *dst, size_t n, const char *src)
 {
     size_t i = 0;
@@ -1324,7 +1312,7 @@ static int do_keys_create(struct call *c)
     if (!auth_require_session(c->req, &c->a) || !keys_only(c, allowed) ||
         !get_str(c, "name", true, API_KEY_NAME_MAX, &name))
         return 0;
-    if (!*name || !text_ok(name) || strspn(name, " ") == strlen(name)) {
+    if (!*name || !util_text_ok(name, NULL) || strspn(name, " ") == strlen(name)) {
         char msg[128];
         snprintf(msg, sizeof msg, "a key's name is 1 to %d bytes of text", API_KEY_NAME_MAX);
         fail(c, 400, "invalid", msg);

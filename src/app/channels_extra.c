@@ -60,54 +60,12 @@ static void copy_text(char *dst, const char *src, size_t n)
     dst[len] = '\0';
 }
 
-/* Valid UTF-8 (no overlongs, surrogates, C0/C1 controls except those in `allow`). */
-static bool text_ok(const char *str, const char *allow)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    while (*s) {
-        unsigned c = *s;
-        if (c < 0x80) {
-            if ((c < 0x20 || c == 0x7f) && !(allow && strchr(allow, (int)c)))
-                return false;
-            s++;
-            continue;
-        }
-        int len;
-        unsigned cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            len = 2;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        for (int k = 1; k < len; k++) {
-            if ((s[k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[k] & 0x3f);
-        }
-        if (len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff)))
-            return false;
-        if (len == 4 && (cp < 0x10000 || cp > 0x10ffff))
-            return false;
-        if (cp <= 0x9f)
-            return false;
-        s += len;
-    }
-    return true;
-}
-
-static const char *printable(const char *s) { return s && text_ok(s, NULL) ? s : "?"; }
+static const char *printable(const char *s) { return s && util_text_ok(s, NULL) ? s : "?"; }
 
 int channel_title_valid(const char *title, char *err, size_t errlen)
 {
     size_t n = title ? strlen(title) : 0;
-    if (n == 0 || n > CHANNEL_TITLE_MAX || !text_ok(title, NULL) || strspn(title, " ") == n)
+    if (n == 0 || n > CHANNEL_TITLE_MAX || !util_text_ok(title, NULL) || strspn(title, " ") == n)
         return fail(-EINVAL, err, errlen,
                     "a title is 1 to %d bytes of UTF-8 text without control characters",
                     CHANNEL_TITLE_MAX);
@@ -117,7 +75,7 @@ int channel_title_valid(const char *title, char *err, size_t errlen)
 int channel_description_valid(const char *d, char *err, size_t errlen)
 {
     size_t n = d ? strlen(d) : 0;
-    if (!d || n > CHANNEL_DESCRIPTION_MAX || !text_ok(d, "\n\r\t"))
+    if (!d || n > CHANNEL_DESCRIPTION_MAX || !util_text_ok(d, "\n\r\t"))
         return fail(-EINVAL, err, errlen,
                     "a description is at most %d bytes of UTF-8 text (Markdown; newlines and "
                     "tabs are fine, other control characters are not)",

@@ -65,3 +65,44 @@ int util_strlcpy(char *dst, const char *src, size_t n)
     memcpy(dst, src, len + 1);
     return 0;
 }
+
+bool util_text_ok(const char *str, const char *allow)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    while (*s) {
+        unsigned c = *s;
+        if (c < 0x80) {
+            if ((c < 0x20 || c == 0x7f) && !(allow && strchr(allow, (int)c)))
+                return false;
+            s++;
+            continue;
+        }
+        int len;
+        unsigned cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            len = 2;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        for (int k = 1; k < len; k++) {
+            if ((s[k] & 0xc0) != 0x80) /* also stops at the NUL */
+                return false;
+            cp = (cp << 6) | (s[k] & 0x3f);
+        }
+        if (len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff)))
+            return false;
+        if (len == 4 && (cp < 0x10000 || cp > 0x10ffff))
+            return false;
+        if (cp <= 0x9f) /* C1 controls */
+            return false;
+        s += len;
+    }
+    return true;
+}

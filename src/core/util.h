@@ -2,6 +2,7 @@
 #ifndef HEARTH_CORE_UTIL_H
 #define HEARTH_CORE_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,6 +14,12 @@ uint64_t util_mono_ns(void);
 int util_mkdir_p(const char *path);
 /* Lowercase hex of n bytes into out (2n+1 bytes). */
 void util_hex(const unsigned char *in, size_t n, char *out);
+/*
+ * Valid UTF-8 (no overlong forms, surrogates or code points past U+10FFFF)
+ * without control characters (C0, DEL, C1) except those listed in `allow`
+ * (NULL for none): text people type, bound for HTML, JSON, XMPP and logs.
+ */
+bool util_text_ok(const char *s, const char *allow);
 /* Copy src into dst of size n, always NUL-terminated; -ENAMETOOLONG if cut. */
 int util_strlcpy(char *dst, const char *src, size_t n);
 

@@ -42,6 +42,7 @@
 #include "net/http_internal.h"
 #include "net/http_router.h"
 #include "net/http_util.h"
+#include "net/tcp.h"
 
 #define READ_BUF_SIZE (64 * 1024)
 #define PENDING_LIMIT (64 * 1024)
@@ -1386,25 +1387,6 @@ static void conn_close(struct http_conn *c)
 /* ---------------------------------------------------------------------- */
 /* accepting                                                               */
 
-static void format_peer(uv_tcp_t *tcp, char *out, size_t n)
-{
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    snprintf(out, n, "?");
-    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
-        return;
-    char ip[INET6_ADDRSTRLEN];
-    if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-        uv_ip4_name(s4, ip, sizeof ip);
-        snprintf(out, n, "%s:%d", ip, ntohs(s4->sin_port));
-    } else if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-        uv_ip6_name(s6, ip, sizeof ip);
-        snprintf(out, n, "[%s]:%d", ip, ntohs(s6->sin6_port));
-    }
-}
-
 static void on_reject_closed(uv_handle_t *h) { free(h); }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -1456,7 +1438,7 @@ static void on_connection(uv_stream_t *server, int status)
     srv->conns = c;
     srv->nconns++;
     uv_tcp_nodelay(&c->tcp, 1);
-    format_peer(&c->tcp, c->req.remote, sizeof c->req.remote);
+    net_peer_name(&c->tcp, c->req.remote, sizeof c->req.remote);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->state = CS_IDLE;
@@ -1506,33 +1488,13 @@ const struct config *http_server_config(struct http_server *srv) { return srv->c
 
 int http_server_listen(struct http_server *srv, const char *listen, char *err, size_t errlen)
 {
-    char host[64];
-    int port;
-    if (config_parse_listen(listen, host, sizeof host, &port)) {
-        snprintf(err, errlen, "bad listen address '%s'", listen);
-        return -EINVAL;
-    }
-    struct sockaddr_storage ss;
-    if (strchr(host, ':'))
-        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
-    else
-        uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
-    uv_tcp_init(srv->loop, &srv->listener);
-    srv->listener.data = srv;
-    int rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection);
+    int rc = net_tcp_listen(srv->loop, &srv->listener, listen, 511, on_connection, &srv->port,
+                            err, errlen);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", listen, uv_strerror(rc));
-        uv_close((uv_handle_t *)&srv->listener, NULL);
         srv->listener_closed = true;
         return rc;
     }
-    struct sockaddr_storage bound;
-    int blen = sizeof bound;
-    uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &blen);
-    srv->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                  : ((struct sockaddr_in *)&bound)->sin_port);
+    srv->listener.data = srv;
     srv->listening = true;
     return 0;
 }

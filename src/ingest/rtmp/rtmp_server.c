@@ -50,8 +50,10 @@
 #include "media/codec.h"
 #include "media/frame.h"
 #include "media/stream.h"
+#include "net/tcp.h"
 
 #define OUT_CHUNK_SIZE 4096
+#define OUT_QUEUE_LIMIT (1024 * 1024)
 #define WINDOW_ACK 2500000
 #define TICK_MS 1000
 #define CONNECT_IDLE_MS 30000
@@ -189,6 +191,12 @@ static void flush_out(struct rtmp_session *s)
 {
     if (s->out.len == 0 || s->closing)
         return;
+    /* We only answer what the peer sends (acks, pings, commands); a peer
+     * that keeps asking and never reads would grow the write queue. */
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&s->tcp) > OUT_QUEUE_LIMIT) {
+        session_close(s, "peer does not read our replies");
+        return;
+    }
     uv_buf_t b = uv_buf_init(s->out.data, (unsigned)s->out.len);
     int n = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
     if (n == UV_EAGAIN)
@@ -844,23 +852,6 @@ static void on_tick(uv_timer_t *t)
         session_close(s, "connected but never published");
 }
 
-static void format_peer(uv_tcp_t *tcp, char *out, size_t n)
-{
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    snprintf(out, n, "?");
-    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
-        return;
-    char ip[INET6_ADDRSTRLEN];
-    if (ss.ss_family == AF_INET6) {
-        uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
-        snprintf(out, n, "[%s]:%d", ip, ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
-    } else {
-        uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
-        snprintf(out, n, "%s:%d", ip, ntohs(((struct sockaddr_in *)&ss)->sin_port));
-    }
-}
-
 static void on_reject_closed(uv_handle_t *h) { free(h); }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -906,7 +897,7 @@ static void on_connection(uv_stream_t *server, int status)
     srv->nsessions++;
     s->started_ms = uv_now(srv->loop);
     uv_tcp_nodelay(&s->tcp, 1);
-    format_peer(&s->tcp, s->remote, sizeof s->remote);
+    net_peer_name(&s->tcp, s->remote, sizeof s->remote);
     uv_timer_start(&s->timer, on_tick, TICK_MS, TICK_MS);
     uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
 }
@@ -929,32 +920,11 @@ struct rtmp_server *rtmp_server_new(uv_loop_t *loop, const struct config *cfg,
 
 int rtmp_server_listen(struct rtmp_server *srv, const char *listen, char *err, size_t errlen)
 {
-    char host[64];
-    int port;
-    if (config_parse_listen(listen, host, sizeof host, &port)) {
-        snprintf(err, errlen, "bad listen address '%s'", listen);
-        return -EINVAL;
-    }
-    struct sockaddr_storage ss;
-    if (strchr(host, ':'))
-        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
-    else
-        uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
-    uv_tcp_init(srv->loop, &srv->listener);
-    srv->listener.data = srv;
-    int rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&ss, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&srv->listener, 128, on_connection);
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", listen, uv_strerror(rc));
-        uv_close((uv_handle_t *)&srv->listener, NULL);
+    int rc = net_tcp_listen(srv->loop, &srv->listener, listen, 128, on_connection, &srv->port,
+                            err, errlen);
+    if (rc != 0)
         return rc;
-    }
-    struct sockaddr_storage bound;
-    int blen = sizeof bound;
-    uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &blen);
-    srv->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                  : ((struct sockaddr_in *)&bound)->sin_port);
+    srv->listener.data = srv;
     srv->listening = true;
     return 0;
 }
