@@ -71,6 +71,25 @@ struct config {
 
     struct {
         char domain[CONFIG_STR];
+        char c2s_listen[CONFIG_STR];
+        char s2s_listen[CONFIG_STR];
+        bool federation;
+        char tls_cert[CONFIG_PATH];
+        char tls_key[CONFIG_PATH];
+        char tls_ca[CONFIG_PATH];
+        bool s2s_secure_auth;
+        char s2s_routes[CONFIG_PATH];
+        char websocket_origins[CONFIG_PATH];
+        int max_connections;
+        uint64_t keepalive_ms;
+        uint64_t idle_timeout_ms;
+        uint64_t token_lifetime_ms;
+        int max_occupants;
+        int max_message_length;
+        int message_burst;
+        uint64_t message_interval_ms;
+        int join_history;
+        uint64_t history_retention_ms;
     } xmpp;
 
     struct {
