@@ -13,6 +13,8 @@ struct http_server;
 
 struct stream_hub;
 struct hls;
+struct xmpp_server;
+struct muc_service;
 
 struct app {
     const struct config *cfg;
@@ -20,6 +22,8 @@ struct app {
     struct http_server *http;
     struct stream_hub *hub; /* loop thread only */
     struct hls *hls;        /* loop thread only */
+    struct xmpp_server *xmpp; /* loop thread only */
+    struct muc_service *muc;  /* muc_room_changed / muc_room_occupants: any thread */
     uint64_t started_ns; /* monotonic */
 };
 

@@ -257,7 +257,7 @@ int app_pages_register(struct app *app, struct http_server *srv)
 {
     static const char *const shell_paths[] = {
         "/search", "/login", "/register", "/verify", "/reset", "/following",
-        "/settings", "/settings/*rest", "/u/:name", "/topic/:slug",
+        "/settings", "/settings/*rest", "/u/:name", "/topic/:slug", "/c/:slug/chat",
     };
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < sizeof shell_paths / sizeof shell_paths[0]; i++)
