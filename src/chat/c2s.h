@@ -58,4 +58,20 @@ int c2s_session_feed_frame(struct c2s_session *s, const char *data, size_t len);
  * "connection-timeout"), or just close with cond NULL. */
 void c2s_session_end(struct c2s_session *s, const char *cond);
 
+/*
+ * The TCP listener (c2s_tcp.c): accepts on addr ("HOST:PORT"), runs TLS
+ * through net/tls.h when the session asks for STARTTLS, sends whitespace
+ * keepalives every xmpp.keepalive and closes streams silent for
+ * xmpp.idle_timeout, and refuses connections past xmpp.max_connections.
+ */
+struct c2s_listener;
+int c2s_tcp_listen(struct xmpp_server *srv, const char *addr, struct c2s_listener **out,
+                   char *err, size_t errlen);
+int c2s_tcp_port(const struct c2s_listener *l);
+/* Stop accepting; end every stream with system-shutdown; cb when all are
+ * closed. */
+void c2s_tcp_shutdown(struct c2s_listener *l, void (*cb)(void *arg), void *arg);
+void c2s_tcp_free(struct c2s_listener *l);
+size_t c2s_tcp_connections(const struct c2s_listener *l);
+
 #endif
