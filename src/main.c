@@ -25,6 +25,9 @@
 
 #include "app/accounts.h"
 #include "app/app.h"
+#include "chat/c2s_ws.h"
+#include "chat/muc.h"
+#include "chat/xmpp.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -182,7 +185,9 @@ struct server_state {
     struct rtmp_server *rtmp;
     struct stream_hub *hub;
     struct hls *hls;
-    bool http_down, rtmp_down;
+    struct xmpp_server *xmpp;
+    struct muc_service *muc;
+    bool http_down, rtmp_down, xmpp_down;
     uv_signal_t sigterm, sigint;
     uv_timer_t deadline;
     bool stopping;
@@ -191,7 +196,7 @@ struct server_state {
 
 static void maybe_stopped(struct server_state *s)
 {
-    if (!s->http_down || !s->rtmp_down)
+    if (!s->http_down || !s->rtmp_down || !s->xmpp_down)
         return;
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
@@ -210,6 +215,14 @@ static void on_rtmp_down(void *arg)
 {
     struct server_state *s = arg;
     s->rtmp_down = true;
+    maybe_stopped(s);
+}
+
+static void on_xmpp_down(struct xmpp_server *srv, void *arg)
+{
+    struct server_state *s = arg;
+    log_info("xmpp: all streams closed");
+    s->xmpp_down = true;
     maybe_stopped(s);
 }
 
@@ -235,6 +248,10 @@ static void on_signal(uv_signal_t *h, int signum)
     /* Publishers first, then the streams (players waiting on a part get their
      * answer and an ENDLIST), then HTTP, which waits for requests in flight. */
     rtmp_server_shutdown(s->rtmp, on_rtmp_down, s);
+    /* Every XMPP stream gets system-shutdown; the rooms empty as their
+     * occupants' sessions go (the MUC itself is freed after the loop, since
+     * API handlers still finishing may call muc_room_changed). */
+    xmpp_server_shutdown(s->xmpp, on_xmpp_down, s);
     stream_hub_free(s->hub);
     s->hub = NULL;
     hls_free(s->hls);
@@ -299,6 +316,27 @@ static int cmd_serve(const struct config *cfg)
     }
     app.hub = s.hub;
     app.hls = s.hls;
+    if (app_chat_init(&app) != 0) {
+        fprintf(stderr, "hearth: chat: cannot load the chat token secret from the database\n");
+        return 1;
+    }
+    struct xmpp_hooks hooks = {.ud = &app, .authenticate = app_chat_authenticate};
+    s.xmpp = xmpp_server_new(s.loop, cfg, app.db, &hooks);
+    if (!s.xmpp) {
+        fprintf(stderr, "hearth: xmpp: cannot start the chat server (see the log above)\n");
+        return 1;
+    }
+    app.xmpp = s.xmpp;
+    s.muc = muc_service_new(s.xmpp);
+    if (!s.muc) {
+        fprintf(stderr, "hearth: out of memory\n");
+        return 1;
+    }
+    app.muc = s.muc;
+    if (c2s_ws_register(s.xmpp, s.http) != 0) {
+        fprintf(stderr, "hearth: out of memory\n");
+        return 1;
+    }
     if (app_register_routes(&app, s.http) != 0) {
         fprintf(stderr, "hearth: internal error registering routes\n");
         return 1;
@@ -311,6 +349,10 @@ static int cmd_serve(const struct config *cfg)
         fprintf(stderr, "hearth: rtmp.listen: %s\n", err);
         return 1;
     }
+    if (xmpp_server_listen(s.xmpp, err, sizeof err) != 0) {
+        fprintf(stderr, "hearth: xmpp.c2s_listen / xmpp.s2s_listen: %s\n", err);
+        return 1;
+    }
     uv_signal_init(s.loop, &s.sigterm);
     uv_signal_init(s.loop, &s.sigint);
     uv_timer_init(s.loop, &s.deadline);
@@ -318,16 +360,27 @@ static int cmd_serve(const struct config *cfg)
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
     uv_signal_start(&s.sigint, on_signal, SIGINT);
 
-    log_info("hearth %s: serving http on %s (port %d), rtmp on %s (port %d), %s, schema version %d, "
-             "data in %s%s%s",
+    char s2s_note[CONFIG_STR + 64] = "";
+    if (cfg->xmpp.federation)
+        snprintf(s2s_note, sizeof s2s_note, ", xmpp s2s on %s (port %d)", cfg->xmpp.s2s_listen,
+                 xmpp_server_s2s_port(s.xmpp));
+    log_info("hearth %s: serving http on %s (port %d), rtmp on %s (port %d), xmpp c2s on %s "
+             "(port %d)%s for %s, %s, schema version %d, data in %s%s%s",
              HEARTH_VERSION, cfg->http.listen, http_server_port(s.http), cfg->rtmp.listen,
-             rtmp_server_port(s.rtmp), cfg->db.url, ms.current,
+             rtmp_server_port(s.rtmp), cfg->xmpp.c2s_listen, xmpp_server_c2s_port(s.xmpp),
+             s2s_note, xmpp_server_domain(s.xmpp), cfg->db.url, ms.current,
              cfg->storage.data_dir, cfg->source[0] ? ", config " : "", cfg->source);
 
     uv_run(s.loop, UV_RUN_DEFAULT);
 
+    /* HTTP first (its WebSocket streams leave their rooms), then the rooms
+     * while the router still stands, then the router and its streams. */
     http_server_free(s.http);
     rtmp_server_free(s.rtmp);
+    if (s.muc)
+        muc_service_free(s.muc);
+    xmpp_server_free(s.xmpp);
+    uv_run(s.loop, UV_RUN_NOWAIT); /* let the chat server's last handle close */
     db_pool_destroy(app.db);
     log_info("hearth: stopped");
     return 0;

@@ -7,7 +7,9 @@
  *                                         chat_enabled?, protected?}    streamer or admin
  *   GET    /channels/:slug               public view; owner/admin: stream_key, obs
  *   PATCH  /channels/:slug               {title?, description?, topic?, live_title?,
- *                                         record?, chat_enabled?, protected?}  owner/admin
+ *                                         record?, chat_enabled?, protected?,
+ *                                         chat_guests_may_talk?, chat_slow_mode?,
+ *                                         chat_subject?}  owner/admin
  *   DELETE /channels/:slug               owner/admin; ends its stream
  *   POST   /channels/:slug/stream-key    owner/admin: a new key
  *   POST   /channels/:slug/follow        {notify_email?}    a user
@@ -45,6 +47,12 @@
  * whose bytes were checked to be PNG, JPEG or WebP), with
  * X-Content-Type-Options: nosniff. Descriptions are Markdown, stored and
  * returned as text for the front end to render without raw HTML.
+ *
+ * Chat: a channel's JSON carries its chat settings (api_chat.c keeps the
+ * rules for them) and "chatters", the occupants of its room now, as do the
+ * items of GET /live. An edit or a deletion tells the MUC service
+ * (chat_room_changed), so the open room follows at once. The slug cannot be
+ * changed, so a room is never renamed from here.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,6 +67,7 @@
 #include <uv.h>
 
 #include "app/accounts.h"
+#include "app/api_chat.h"
 #include "app/app.h"
 #include "app/auth.h"
 #include "app/channels_extra.h"
@@ -385,47 +394,62 @@ static void note_channel(struct job *j, const struct channel_ext *c)
     json_decref(tmp);
 }
 
-static json_t *channel_json(struct job *j, const struct channel_ext *c, bool owner_view)
+/* A channel as the API shows it, with its chat settings and the room's occupants. */
+static json_t *channel_json(struct job *j, struct db *db, const struct channel_ext *c,
+                            bool owner_view)
 {
-    return channel_ext_to_json(c, cfg_of(j)->site.public_url, cfg_of(j)->rtmp.listen, owner_view);
+    json_t *o = channel_ext_to_json(c, cfg_of(j)->site.public_url, cfg_of(j)->rtmp.listen, owner_view);
+    struct chat_settings cs;
+    if (o && chat_settings_load(db, c->c.id, &cs) == 0)
+        chat_channel_json(j->api->app, o, c->c.id, &cs);
+    return o;
 }
 
 /* A valid hearth_access cookie for c in the request. */
-static bool has_access_token(struct job *j, const struct channel_ext *c)
+static bool has_access_token(const struct chan_api *api, struct http_request *req,
+                             const struct channel_ext *c)
 {
     int64_t now = util_now_unix();
-    for (int h = 0; h < j->sh.nheaders; h++) {
-        if (strcasecmp(j->sh.headers[h].name, "Cookie") != 0)
+    for (int h = 0; h < req->nheaders; h++) {
+        if (strcasecmp(req->headers[h].name, "Cookie") != 0)
             continue;
         for (int i = 0; i < 4; i++) {
             char tok[VIEWERS_TOKEN_LEN + 2];
-            int rc = auth_cookie_get(j->sh.headers[h].value, VIEWERS_ACCESS_COOKIE, i, tok,
+            int rc = auth_cookie_get(req->headers[h].value, VIEWERS_ACCESS_COOKIE, i, tok,
                                      sizeof tok);
             if (rc == -ENOENT)
                 break;
-            if (rc == 0 && viewers_token_check(j->api->secret, tok, c->c.id, c->access_gen, now, NULL))
+            if (rc == 0 && viewers_token_check(api->secret, tok, c->c.id, c->access_gen, now, NULL))
                 return true;
         }
     }
     return false;
 }
 
-/* May the caller watch c (and see it)? Owner, admin, invited user, a watch token, or ?invite=CODE. */
-static bool may_watch(struct job *j, struct db *db, const struct channel_ext *c)
+/*
+ * May the caller watch c (and see it)? Owner, admin, invited user, a watch
+ * token, or ?invite=CODE. Also for the chat routes (api_chat.c).
+ */
+bool api_channels_may_watch(struct http_request *req, struct db *db, const struct auth_ctx *a,
+                            const struct channel_ext *c)
 {
     if (!c->is_protected)
         return true;
-    if (auth_can_manage(&j->auth, c->c.owner_id))
+    if (auth_can_manage(a, c->c.owner_id))
         return true;
     bool invited = false;
-    if (auth_is_user(&j->auth) && channel_is_invited(db, c->c.id, j->auth.user.id, &invited) == 0 &&
-        invited)
+    if (auth_is_user(a) && channel_is_invited(db, c->c.id, a->user.id, &invited) == 0 && invited)
         return true;
-    if (has_access_token(j, c))
+    if (the_api && has_access_token(the_api, req, c))
         return true;
     char code[128];
-    return c->invite_code_hash[0] && http_request_query(&j->sh, "invite", code, sizeof code) == 0 &&
+    return c->invite_code_hash[0] && http_request_query(req, "invite", code, sizeof code) == 0 &&
            channel_invite_code_matches(c->invite_code_hash, code);
+}
+
+static bool may_watch(struct job *j, struct db *db, const struct channel_ext *c)
+{
+    return api_channels_may_watch(&j->sh, db, &j->auth, c);
 }
 
 static void refuse_protected(struct job *j)
@@ -529,13 +553,14 @@ static void finish_channel(struct job *j)
 
 struct list_ctx {
     struct job *j;
+    struct db *db;
     json_t *arr;
 };
 
 static int list_one(const struct channel_ext *c, void *ud)
 {
     struct list_ctx *lc = ud;
-    json_t *o = channel_json(lc->j, c, false);
+    json_t *o = channel_json(lc->j, lc->db, c, false);
     return o && json_array_append_new(lc->arr, o) == 0 ? 0 : -ENOMEM;
 }
 
@@ -580,7 +605,7 @@ static void run_list(struct job *j, struct db *db)
         http_response_error(&j->sh, 400, "invalid", "'sort' is slug, recent or new");
         return;
     }
-    struct list_ctx lc = {.j = j, .arr = json_array()};
+    struct list_ctx lc = {.j = j, .db = db, .arr = json_array()};
     char err[256];
     rc = channel_ext_list(db, &cq, list_one, &lc, err, sizeof err);
     if (rc < 0) {
@@ -647,15 +672,21 @@ static bool only_keys(struct job *j, json_t *o, const char *const *allowed)
     return true;
 }
 
-/* The editable fields of a body into p; false after a 400. */
-static bool parse_patch(struct job *j, json_t *b, struct channel_patch *p, bool creating)
+/* The editable fields of a body into p and cp (chat); false after a 400. */
+static bool parse_patch(struct job *j, json_t *b, struct channel_patch *p, struct chat_patch *cp,
+                        bool creating)
 {
     static const char *const edit_keys[] = {"title", "description", "topic", "live_title", "record",
-                                            "chat_enabled", "protected", NULL};
+                                            "chat_enabled", "protected", "chat_guests_may_talk",
+                                            "chat_slow_mode", "chat_subject", NULL};
     static const char *const create_keys[] = {"title", "slug", "description", "topic", "live_title",
-                                              "record", "chat_enabled", "protected", NULL};
+                                              "record", "chat_enabled", "protected",
+                                              "chat_guests_may_talk", "chat_slow_mode",
+                                              "chat_subject", NULL};
     memset(p, 0, sizeof *p);
     if (!only_keys(j, b, creating ? create_keys : edit_keys))
+        return false;
+    if (!chat_patch_parse(&j->sh, b, cp))
         return false;
     char err[256];
     if (!body_str(j, b, "title", false, &p->title, NULL) ||
@@ -684,8 +715,9 @@ static void run_create(struct job *j, struct db *db)
     if (!b)
         return;
     struct channel_patch p;
+    struct chat_patch cp;
     const char *slug = NULL;
-    if (!parse_patch(j, b, &p, true) || !body_str(j, b, "slug", true, &slug, NULL))
+    if (!parse_patch(j, b, &p, &cp, true) || !body_str(j, b, "slug", true, &slug, NULL))
         goto out;
     if (!p.title) {
         bad_field(j, "title", "is required");
@@ -733,6 +765,8 @@ static void run_create(struct job *j, struct db *db)
     p.title = NULL;
     p.topic_set = false;
     rc = channel_update(db, ch.slug, &p, c, err, sizeof err);
+    if (rc == 0 && (rc = chat_patch_apply(db, ch.id, &cp)) < 0)
+        snprintf(err, sizeof err, "database error while saving chat settings: %s", db_errmsg(db));
     if (rc < 0) {
         channel_delete(db, ch.slug, NULL, 0);
         fail_rc(j, rc, err);
@@ -742,7 +776,7 @@ static void run_create(struct job *j, struct db *db)
     snprintf(j->slug, sizeof j->slug, "%s", c->c.slug);
     j->channel_id = c->c.id;
     note_channel(j, c);
-    reply(j, 201, channel_json(j, c, true));
+    reply(j, 201, channel_json(j, db, c, true));
     http_response_headerf(&j->sh, "Location", "/api/v1/channels/%s", c->c.slug);
     http_response_header(&j->sh, "Cache-Control", "no-store");
     j->add_live = true;
@@ -762,7 +796,7 @@ static void run_get(struct job *j, struct db *db)
         return;
     }
     bool owner = auth_can_manage(&j->auth, c->c.owner_id);
-    json_t *o = channel_json(j, c, owner);
+    json_t *o = channel_json(j, db, c, owner);
     if (o && auth_is_user(&j->auth)) {
         bool following = false, notify = false;
         channel_follow_state(db, j->auth.user.id, c->c.id, &following, &notify);
@@ -789,16 +823,25 @@ static void run_patch(struct job *j, struct db *db)
     if (!(b = body_object(j, false)))
         goto out;
     struct channel_patch p;
-    if (!parse_patch(j, b, &p, false))
+    struct chat_patch cp;
+    if (!parse_patch(j, b, &p, &cp, false))
         goto out;
     char err[256];
-    int rc = channel_update(db, c->c.slug, &p, c, err, sizeof err);
+    /* Chat settings first: they are checked already, and a failure then leaves nothing half done. */
+    int rc = chat_patch_apply(db, c->c.id, &cp);
+    if (rc < 0) {
+        db_fail(j, db, rc, "saving chat settings");
+        goto out;
+    }
+    rc = channel_update(db, c->c.slug, &p, c, err, sizeof err);
     if (rc < 0) {
         fail_rc(j, rc, err);
         goto out;
     }
+    /* The room's policy, subject (the title when it has none) or chat on/off may have changed. */
+    chat_room_changed(j->api->app, c->c.id, NULL);
     note_channel(j, c);
-    reply(j, 200, channel_json(j, c, true));
+    reply(j, 200, channel_json(j, db, c, true));
     http_response_header(&j->sh, "Cache-Control", "no-store");
     j->add_live = true;
 out:
@@ -830,6 +873,7 @@ static void run_delete(struct job *j, struct db *db)
         goto out;
     }
     log_info("http %s: channel '%s' deleted by '%s'", j->sh.remote, c->c.slug, j->auth.user.name);
+    chat_room_changed(j->api->app, c->c.id, NULL); /* the room closes */
     remove_file(j, c->avatar_path);
     remove_file(j, c->banner_path);
     j->end_stream = true;
@@ -853,7 +897,7 @@ static void run_stream_key(struct job *j, struct db *db)
         fail_rc(j, rc, err);
         goto out;
     }
-    reply(j, 200, channel_json(j, c, true));
+    reply(j, 200, channel_json(j, db, c, true));
     http_response_header(&j->sh, "Cache-Control", "no-store");
 out:
     free(c);
@@ -920,7 +964,7 @@ static void run_following(struct job *j, struct db *db)
         .limit = limit,
         .offset = offset,
     };
-    struct list_ctx lc = {.j = j, .arr = json_array()};
+    struct list_ctx lc = {.j = j, .db = db, .arr = json_array()};
     char err[256];
     int rc = channel_ext_list(db, &cq, list_one, &lc, err, sizeof err);
     if (rc < 0) {
@@ -1271,7 +1315,7 @@ static void run_image_put(struct job *j, struct db *db)
     }
     remove_file(j, old);
     note_channel(j, c);
-    reply(j, 200, channel_json(j, c, true));
+    reply(j, 200, channel_json(j, db, c, true));
     http_response_header(&j->sh, "Cache-Control", "no-store");
 out:
     free(c);
@@ -1427,14 +1471,15 @@ static void live_one(const struct viewers_live *l, void *ud)
     char hls[512], page[512];
     snprintf(hls, sizeof hls, "%.*s/live/%s/master.m3u8", lc->publen, lc->pub, l->slug);
     snprintf(page, sizeof page, "%.*s/c/%s", lc->publen, lc->pub, l->slug);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:I, s:I, s:I, s:s?, s:s, s:s}", "slug",
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:I, s:I, s:I, s:s?, s:s, s:s, s:I}", "slug",
                           l->slug, "title", l->title, "owner", l->owner, "topic",
                           l->topic[0] ? l->topic : NULL, "topic_slug",
                           l->topic_slug[0] ? l->topic_slug : NULL, "viewers", (json_int_t)l->count,
                           "peak_viewers", (json_int_t)l->peak, "started_at",
                           (json_int_t)l->started_at, "avatar_url",
                           l->avatar_url[0] ? l->avatar_url : NULL, "hls_url", hls, "channel_url",
-                          page);
+                          page, "chatters",
+                          (json_int_t)chat_occupants(lc->api->app, l->channel_id));
     if (o)
         json_array_append_new(lc->arr, o);
 }

@@ -41,4 +41,20 @@ int app_live_authorize(void *ud, const char *key, struct rtmp_auth *out);
 /* Record live sessions in the streams table as the hub starts and ends them. */
 int app_live_init(struct app *app, struct stream_hub *hub);
 
+/* ---- chat logins (chat_auth.c) ---- */
+struct xmpp_account;
+/*
+ * xmpp_hooks.authenticate (worker thread): user and secret from SASL PLAIN;
+ * the secret is the account password or a chat token. 0 with *out filled,
+ * -EPERM wrong, -EACCES disabled or unverified, -EAGAIN throttled.
+ */
+int app_chat_authenticate(void *ud /* struct app * */, const char *user, const char *secret,
+                          struct xmpp_account *out);
+/* A chat token for user_id, valid xmpp.token_lifetime (worker thread or CLI).
+ * 0, -ENAMETOOLONG when n is too small (128 is enough), or a db error. */
+int app_chat_token_issue(struct app *app, int64_t user_id, char *out, size_t n);
+/* Load the token secret and the login throttle at start-up, so that issuing
+ * a token never needs a second database connection. 0 or negative. */
+int app_chat_init(struct app *app);
+
 #endif

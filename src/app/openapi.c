@@ -18,6 +18,7 @@
  *   owner     the owner of the channel, or an admin
  *   streamer  a user with the streamer role, or an admin
  *   admin     an admin
+ *   moderator the channel's owner, one of its chat moderators, or an admin
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -85,6 +86,24 @@ static const struct op ops[] = {
     {"GET", "/api/v1/live", "Live channels, most watched first, with viewer counts; ?topic=", "none", NULL, 200, "LiveList"},
     {"GET", "/api/v1/topics", "The topics", "none", NULL, 200, "TopicList"},
     {"POST", "/api/v1/topics", "Add a topic", "admin", "TopicCreate", 201, "Topic"},
+    /* users (api_users.c) */
+    {"GET", "/api/v1/users/:name", "A user's public profile: name, created_at and channels with live state (no e-mail); 404 for unknown or disabled accounts", "optional", NULL, 200, "UserProfile"},
+    /* chat (api_chat.c); "moderator": the channel's owner, its moderators, or an admin */
+    {"POST", "/api/v1/chat/token", "A short-lived token to log in to chat as the caller's account (XMPP SASL PLAIN, as the password)", "user", NULL, 200, "ChatToken"},
+    {"GET", "/api/v1/channels/:slug/chat", "What a client needs to join the channel's chat room, its policy and occupant count; protected channels as GET /channels/:slug", "optional", NULL, 200, "ChatInfo"},
+    {"GET", "/api/v1/channels/:slug/moderators", "The channel's chat moderators", "owner", NULL, 200, "ChatModeratorList"},
+    {"POST", "/api/v1/channels/:slug/moderators", "Make a user a chat moderator of the channel (201; 200 when they were one)", "owner", "UserRef", 201, "ChatModerator"},
+    {"DELETE", "/api/v1/channels/:slug/moderators/:name", "Remove a chat moderator", "owner", NULL, 204, NULL},
+    {"GET", "/api/v1/channels/:slug/bans", "Bans in force in the channel's chat room", "moderator", NULL, 200, "ChatBanList"},
+    {"POST", "/api/v1/channels/:slug/bans", "Ban an account or a JID from the room (until lifted, or for duration seconds); 409 for the owner, moderators and admins", "moderator", "ChatBanCreate", 201, "ChatBan"},
+    {"DELETE", "/api/v1/channels/:slug/bans/:id", "Lift a ban", "moderator", NULL, 204, NULL},
+    {"GET", "/api/v1/channels/:slug/banned-words", "Words the room refuses in messages", "moderator", NULL, 200, "BannedWords"},
+    {"PUT", "/api/v1/channels/:slug/banned-words", "Replace the room's banned words (at most 500, 100 characters each)", "moderator", "BannedWords", 200, "BannedWords"},
+    {"GET", "/api/v1/admin/chat-bans", "Site-wide chat bans in force", "admin", NULL, 200, "ChatBanList"},
+    {"POST", "/api/v1/admin/chat-bans", "Ban an account, a JID or an IP address from every room", "admin", "ChatBanCreate", 201, "ChatBan"},
+    {"DELETE", "/api/v1/admin/chat-bans/:id", "Lift a site-wide ban", "admin", NULL, 204, NULL},
+    {"GET", "/api/v1/admin/banned-words", "Words every room refuses", "admin", NULL, 200, "BannedWords"},
+    {"PUT", "/api/v1/admin/banned-words", "Replace the site-wide banned words (at most 500, 100 characters each)", "admin", "BannedWords", 200, "BannedWords"},
     {"GET", "/api/v1/openapi.json", "This document", "none", NULL, 200, "OpenApi"},
 };
 
@@ -137,6 +156,8 @@ static const char schemas_json[] =
     "\"description\":{\"type\":\"string\",\"description\":\"Markdown, as typed; render without raw HTML\"},"
     "\"record\":{\"type\":\"boolean\"},\"chat_enabled\":{\"type\":\"boolean\"},\"protected\":{\"type\":\"boolean\"},"
     "\"followers\":{\"type\":\"integer\"},\"created_at\":{\"type\":\"integer\"},"
+    "\"chat_guests_may_talk\":{\"type\":\"boolean\"},\"chat_slow_mode\":{\"type\":\"integer\"},"
+    "\"chat_subject\":{\"type\":\"string\",\"nullable\":true},\"chatters\":{\"type\":\"integer\"},"
     "\"last_live_at\":{\"type\":\"integer\",\"nullable\":true},\"owner_disabled\":{\"type\":\"boolean\"},"
     "\"avatar_url\":{\"type\":\"string\",\"nullable\":true},\"banner_url\":{\"type\":\"string\",\"nullable\":true},"
     "\"hls_url\":{\"type\":\"string\"},\"watch_url\":{\"type\":\"string\"},"
@@ -153,7 +174,9 @@ static const char schemas_json[] =
     "\"ChannelPatch\":{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
     "\"title\":{\"type\":\"string\",\"maxLength\":140},\"description\":{\"type\":\"string\",\"maxLength\":2000},"
     "\"topic\":{\"type\":\"string\",\"nullable\":true},\"live_title\":{\"type\":\"string\",\"nullable\":true},"
-    "\"record\":{\"type\":\"boolean\"},\"chat_enabled\":{\"type\":\"boolean\"},\"protected\":{\"type\":\"boolean\"}}},"
+    "\"record\":{\"type\":\"boolean\"},\"chat_enabled\":{\"type\":\"boolean\"},\"protected\":{\"type\":\"boolean\"},"
+    "\"chat_guests_may_talk\":{\"type\":\"boolean\"},\"chat_slow_mode\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":3600},"
+    "\"chat_subject\":{\"type\":\"string\",\"nullable\":true,\"maxLength\":200}}},"
     "\"ChannelCreate\":{\"allOf\":[{\"$ref\":\"#/components/schemas/ChannelPatch\"},{\"type\":\"object\","
     "\"required\":[\"title\"],\"properties\":{\"slug\":{\"type\":\"string\",\"pattern\":\"^[a-z0-9][a-z0-9-]{0,47}$\"}}}]},"
     "\"Follow\":{\"type\":\"object\",\"properties\":{\"notify_email\":{\"type\":\"boolean\"}}},"
@@ -175,11 +198,40 @@ static const char schemas_json[] =
     "\"owner\":{\"type\":\"string\"},\"topic\":{\"type\":\"string\",\"nullable\":true},"
     "\"topic_slug\":{\"type\":\"string\",\"nullable\":true},\"viewers\":{\"type\":\"integer\"},"
     "\"peak_viewers\":{\"type\":\"integer\"},\"started_at\":{\"type\":\"integer\"},"
-    "\"avatar_url\":{\"type\":\"string\",\"nullable\":true},\"hls_url\":{\"type\":\"string\"},\"channel_url\":{\"type\":\"string\"}}},"
+    "\"avatar_url\":{\"type\":\"string\",\"nullable\":true},\"hls_url\":{\"type\":\"string\"},\"channel_url\":{\"type\":\"string\"},"
+    "\"chatters\":{\"type\":\"integer\"}}},"
     "\"LiveList\":{\"type\":\"object\",\"properties\":{\"live\":{\"type\":\"array\",\"items\":"
     "{\"$ref\":\"#/components/schemas/LiveChannel\"}},\"count\":{\"type\":\"integer\"}}},"
     "\"Topic\":{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"integer\"},\"name\":{\"type\":\"string\"},"
     "\"slug\":{\"type\":\"string\"},\"created_at\":{\"type\":\"integer\"}}},"
+    "\"UserProfile\":{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
+    "\"created_at\":{\"type\":\"integer\"},\"channels\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/Channel\"}}}},"
+    "\"ChatToken\":{\"type\":\"object\",\"properties\":{\"jid\":{\"type\":\"string\"},\"token\":{\"type\":\"string\"},"
+    "\"expires_in\":{\"type\":\"integer\",\"description\":\"seconds the token may be used to log in\"}}},"
+    "\"ChatInfo\":{\"type\":\"object\",\"properties\":{\"enabled\":{\"type\":\"boolean\"},"
+    "\"room\":{\"type\":\"string\",\"description\":\"SLUG@chat.DOMAIN\"},\"websocket\":{\"type\":\"string\"},"
+    "\"domain\":{\"type\":\"string\"},\"guest_domain\":{\"type\":\"string\"},\"muc_domain\":{\"type\":\"string\"},"
+    "\"guests_may_talk\":{\"type\":\"boolean\"},\"slow_mode\":{\"type\":\"integer\"},"
+    "\"subject\":{\"type\":\"string\",\"description\":\"plain text\"},\"occupants\":{\"type\":\"integer\"},"
+    "\"can_moderate\":{\"type\":\"boolean\"}}},"
+    "\"UserRef\":{\"type\":\"object\",\"required\":[\"user\"],\"properties\":{\"user\":{\"type\":\"string\"}}},"
+    "\"ChatModerator\":{\"type\":\"object\",\"properties\":{\"user\":{\"type\":\"string\"},\"jid\":{\"type\":\"string\"},"
+    "\"added_at\":{\"type\":\"integer\"}}},"
+    "\"ChatModeratorList\":{\"type\":\"object\",\"properties\":{\"moderators\":{\"type\":\"array\",\"items\":"
+    "{\"$ref\":\"#/components/schemas/ChatModerator\"}}}},"
+    "\"ChatBanCreate\":{\"type\":\"object\",\"description\":\"exactly one of user, jid or (site-wide only) ip\","
+    "\"properties\":{\"user\":{\"type\":\"string\"},\"jid\":{\"type\":\"string\"},\"ip\":{\"type\":\"string\"},"
+    "\"reason\":{\"type\":\"string\",\"maxLength\":200},\"duration\":{\"type\":\"integer\",\"minimum\":1}}},"
+    "\"ChatBan\":{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"integer\"},"
+    "\"user\":{\"type\":\"string\",\"nullable\":true},\"jid\":{\"type\":\"string\",\"nullable\":true},"
+    "\"ip\":{\"type\":\"string\",\"nullable\":true,\"description\":\"admins only\"},\"guest\":{\"type\":\"boolean\"},"
+    "\"nick\":{\"type\":\"string\",\"nullable\":true},\"reason\":{\"type\":\"string\",\"nullable\":true},"
+    "\"banned_by\":{\"type\":\"string\",\"nullable\":true},\"created_at\":{\"type\":\"integer\"},"
+    "\"expires_at\":{\"type\":\"integer\",\"nullable\":true}}},"
+    "\"ChatBanList\":{\"type\":\"object\",\"properties\":{\"bans\":{\"type\":\"array\",\"items\":"
+    "{\"$ref\":\"#/components/schemas/ChatBan\"}}}},"
+    "\"BannedWords\":{\"type\":\"object\",\"required\":[\"words\"],\"properties\":{\"words\":{\"type\":\"array\","
+    "\"maxItems\":500,\"items\":{\"type\":\"string\",\"maxLength\":100}}}},"
     "\"TopicList\":{\"type\":\"object\",\"properties\":{\"topics\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/components/schemas/Topic\"}}}},"
     "\"TopicCreate\":{\"type\":\"object\",\"required\":[\"name\"],\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":64}}}"
     "}";

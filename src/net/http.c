@@ -23,6 +23,15 @@
  * freed while one runs (refs), and the response is sent by the after-work
  * callback on the loop. Async handlers (HTTP_ASYNC) keep the request until
  * http_request_finish(); if the connection dies first, on_abort tells them.
+ *
+ * Upgrades (WebSocket): a handler that calls http_request_upgrade() gets the
+ * 101 written and the connection marked UPGRADED. The hand-off waits until
+ * the read that carried the request has been put away, so that every byte
+ * past the request head is in `pending`; then reading stops, the socket's
+ * data pointer becomes the new owner's and on_open gets those bytes. The
+ * connection stays in the server's list (shutdown asks the owner to finish
+ * through on_shutdown) and its allocation stays alive until the owner gives
+ * the socket back with http_upgraded_close() and the close completes.
  */
 #include "net/http.h"
 
@@ -51,7 +60,7 @@
 #define LINGER_MS 2000
 #define BODY_KEEP_MAX (64 * 1024)
 
-enum conn_state { CS_IDLE, CS_HEAD, CS_BODY, CS_HANDLING, CS_LINGER };
+enum conn_state { CS_IDLE, CS_HEAD, CS_BODY, CS_HANDLING, CS_LINGER, CS_UPGRADED };
 
 struct http_conn {
     uv_tcp_t tcp;
@@ -73,6 +82,10 @@ struct http_conn {
     bool write_blocked;
     bool shutdown_sent;
     bool first_request;
+    bool upgraded;        /* a 101 went out: the socket is (or is about to be) up.ud's */
+    bool upgrade_pending; /* upgraded, but on_open has not been called yet */
+    int parsing;          /* inside conn_parse: a hand-off must wait for the read to end */
+    struct http_upgrade up;
 
     /* Parser bookkeeping: offsets into req.arena until the head is complete. */
     size_t head_bytes;
@@ -133,6 +146,7 @@ static void conn_process_pending(struct http_conn *c);
 static void conn_start_reading(struct http_conn *c);
 static void conn_fail(struct http_conn *c, int status, const char *why);
 static void on_timer(uv_timer_t *t);
+static void conn_handoff(struct http_conn *c);
 
 /* ---------------------------------------------------------------------- */
 /* small helpers                                                           */
@@ -174,6 +188,17 @@ static void conn_unref(struct http_conn *c)
 }
 
 static void on_handle_closed(uv_handle_t *h) { conn_unref(h->data); }
+
+static void on_tcp_closed(uv_handle_t *h)
+{
+    struct http_conn *c = h->data;
+    if (c->upgraded && c->up.on_closed) {
+        void (*cb)(void *) = c->up.on_closed;
+        c->up.on_closed = NULL;
+        cb(c->up.ud);
+    }
+    conn_unref(c);
+}
 
 static void response_release_body(struct http_response *res)
 {
@@ -439,6 +464,11 @@ static void on_write(uv_write_t *wr, int status)
     struct http_conn *c = w->c;
     bool file_chunk = w->file_chunk;
     write_free(w);
+    if (c->upgraded) {
+        /* The 101: a failure shows up on the owner's own reads and writes. */
+        conn_unref(c);
+        return;
+    }
     if (status < 0) {
         if (!c->closing)
             log_debug("http %s: write failed: %s", c->req.remote, uv_strerror(status));
@@ -809,6 +839,89 @@ void http_request_finish(struct http_request *req)
     conn_send_response(c);
 }
 
+/* ---------------------------------------------------------------------- */
+/* upgrades                                                                */
+
+int http_request_upgrade(struct http_request *req, const struct http_upgrade *u)
+{
+    struct http_conn *c = req->conn;
+    struct http_server *srv = c->srv;
+    if (c->closing || c->upgraded || c->worker_busy || !c->in_flight || req->head ||
+        req->http_major != 1 || req->http_minor < 1 || !u->on_open || !u->protocol ||
+        strpbrk(u->protocol, "\r\n"))
+        return -EINVAL;
+    if (srv->shutting_down)
+        return -ESHUTDOWN;
+
+    struct buf head;
+    buf_init(&head, 0);
+    int rc = buf_printf(&head,
+                        "HTTP/1.1 101 Switching Protocols\r\nServer: hearth\r\nDate: %s\r\n"
+                        "Upgrade: %s\r\nConnection: Upgrade\r\n",
+                        server_date(srv), u->protocol);
+    if (rc == 0 && req->res.headers.len)
+        rc = buf_append(&head, req->res.headers.data, req->res.headers.len);
+    if (rc == 0)
+        rc = buf_append_str(&head, "\r\n");
+    struct http_write *w = rc == 0 ? calloc(1, sizeof *w) : NULL;
+    if (!w) {
+        buf_free(&head);
+        return -ENOMEM;
+    }
+    access_log(c, 101, 0);
+    size_t hl;
+    w->head = buf_steal(&head, &hl);
+    uv_buf_t b = uv_buf_init(w->head, (unsigned)hl);
+    rc = conn_write(c, w, &b, 1);
+    if (rc < 0)
+        return rc; /* the connection is closing; the handler's answer goes nowhere */
+
+    c->up = *u;
+    c->upgraded = true;
+    c->upgrade_pending = true;
+    c->async = false;
+    req->on_abort = NULL;
+    c->state = CS_UPGRADED;
+    uv_timer_stop(&c->timer);
+    /* Inside a read the rest of it is not in pending yet: conn_parse's
+     * callers hand over when they are done with it. */
+    if (!c->parsing)
+        conn_handoff(c);
+    return 0;
+}
+
+static void conn_handoff(struct http_conn *c)
+{
+    c->upgrade_pending = false;
+    if (c->closing)
+        return; /* on_tcp_closed tells the owner */
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+    struct buf early = c->pending;
+    buf_init(&c->pending, 0);
+    /* The request is over: keep nothing of it for the connection's life. */
+    response_release_body(&c->req.res);
+    buf_free(&c->req.arena);
+    buf_free(&c->req.body);
+    buf_free(&c->req.res.headers);
+    buf_free(&c->req.res.body);
+    c->req.url = c->req.path = c->req.query = NULL;
+    c->req.nheaders = 0;
+    c->req.nparams = 0;
+    c->tcp.data = c->up.ud;
+    c->up.on_open(c->up.ud, c, &c->tcp, early.data, early.len);
+    buf_free(&early);
+}
+
+void http_upgraded_close(struct http_conn *c)
+{
+    if (!c->upgraded)
+        return;
+    conn_close(c);
+}
+
 /* Decode the router's parameters into the arena (space was reserved). */
 static int set_params(struct http_request *req, const struct http_route_match *m)
 {
@@ -938,6 +1051,8 @@ static void conn_dispatch(struct http_conn *c)
         return;
     }
     int rc = m.route->fn(req, m.route->ud);
+    if (c->upgraded || c->closing)
+        return;
     if (rc == HTTP_ASYNC) {
         c->async = true;
         return;
@@ -1187,7 +1302,9 @@ static long conn_parse(struct http_conn *c, const char *data, size_t len)
     size_t n = http_parser_execute(&c->parser, &c->srv->settings, data, len);
     enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
     if (err == HPE_PAUSED) {
+        c->parsing++;
         conn_dispatch(c);
+        c->parsing--;
         return (long)n;
     }
     if (err != HPE_OK) {
@@ -1240,7 +1357,12 @@ static void conn_process_pending(struct http_conn *c)
         }
         buf_free(&work);
     }
-    if (!c->closing && !c->shutdown_sent && !c->write_blocked && c->pending.len < PENDING_LIMIT)
+    if (c->upgrade_pending) {
+        conn_handoff(c);
+        return;
+    }
+    if (!c->closing && !c->shutdown_sent && !c->write_blocked && !c->upgraded &&
+        c->pending.len < PENDING_LIMIT)
         conn_start_reading(c);
 }
 
@@ -1259,7 +1381,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     b->len = sizeof srv->readbuf;
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+static void on_read_http(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     struct http_conn *c = s->data;
     struct http_server *srv = c->srv;
@@ -1320,9 +1442,19 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
 }
 
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct http_conn *c = s->data;
+    on_read_http(s, nread, b);
+    /* An upgrade made while this read was parsed: what followed the request
+     * head is in pending now. */
+    if (c->upgrade_pending)
+        conn_handoff(c);
+}
+
 static void conn_start_reading(struct http_conn *c)
 {
-    if (c->reading || c->closing || c->peer_eof)
+    if (c->reading || c->closing || c->peer_eof || c->upgraded)
         return;
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
         c->reading = true;
@@ -1350,6 +1482,7 @@ static void on_timer(uv_timer_t *t)
         conn_close(c);
         break;
     case CS_HANDLING:
+    case CS_UPGRADED:
         break;
     }
 }
@@ -1380,8 +1513,9 @@ static void conn_close(struct http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     srv->nconns--;
+    c->tcp.data = c; /* it may have been the upgrade owner's */
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-    uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1524,6 +1658,13 @@ void http_server_shutdown(struct http_server *srv, void (*cb)(struct http_server
     struct http_conn *next;
     for (struct http_conn *c = srv->conns; c; c = next) {
         next = c->next;
+        if (c->upgraded) {
+            if (c->up.on_shutdown && !c->upgrade_pending)
+                c->up.on_shutdown(c->up.ud);
+            else
+                conn_close(c);
+            continue;
+        }
         if (c->state == CS_IDLE && !c->in_flight && c->pending.len == 0)
             conn_close(c);
         else

@@ -16,6 +16,11 @@
  * blocking reload parks requests this way); if the client goes away first,
  * the request's on_abort callback is called and the request must then be
  * forgotten.
+ *
+ * A loop handler may also turn the connection over to another protocol
+ * (WebSocket) with http_request_upgrade(): the server writes the 101, stops
+ * reading HTTP, and hands the socket and whatever was read past the request
+ * head to the new owner, which gives it back with http_upgraded_close().
  */
 #ifndef HEARTH_NET_HTTP_H
 #define HEARTH_NET_HTTP_H
@@ -117,6 +122,46 @@ const char *http_request_param(const struct http_request *req, const char *name)
 int http_request_query(const struct http_request *req, const char *name, char *out, size_t n);
 /* Finish a request that its handler answered with HTTP_ASYNC (loop thread). */
 void http_request_finish(struct http_request *req);
+
+/* --- taking the connection over (RFC 9110 7.8, 101 Switching Protocols) --- */
+
+/*
+ * The new owner of an upgraded connection. It keeps counting as one of the
+ * server's connections (http.max_connections, http_server_connections), so
+ * that a shutdown can ask the owner to finish and wait until it has.
+ */
+struct http_upgrade {
+    const char *protocol; /* the Upgrade header's value, "websocket" */
+    void *ud;
+    /*
+     * Loop thread, once the 101 is queued and HTTP has let go: tcp->data is
+     * ud from now on, data/len are the bytes the client sent after the
+     * request head (maybe none; valid during the call only). The owner reads
+     * and writes tcp itself; its writes queue behind the 101.
+     */
+    void (*on_open)(void *ud, struct http_conn *conn, uv_tcp_t *tcp, const char *data,
+                    size_t len);
+    /* The server is shutting down: end the protocol politely, then
+     * http_upgraded_close() (soon: the process waits for it). NULL: closed. */
+    void (*on_shutdown)(void *ud);
+    /* The socket is closed and every write on it has called back: ud may be
+     * freed. Called once after every successful upgrade, on_open or not. */
+    void (*on_closed)(void *ud);
+};
+
+/*
+ * Answer req with "101 Switching Protocols" (Upgrade and Connection headers,
+ * plus any the handler set with http_response_header) and give the
+ * connection to u. Loop thread, from a handler that is not
+ * HTTP_ROUTE_BLOCKING, or later for one that answered HTTP_ASYNC. After 0 the
+ * request is the server's to drop: the handler only returns (any value).
+ * -EINVAL: this request cannot be upgraded (HEAD, HTTP/1.0, on a worker);
+ * -ESHUTDOWN: the server is stopping; the handler answers those itself.
+ */
+int http_request_upgrade(struct http_request *req, const struct http_upgrade *u);
+/* The owner is done: close the socket (writes not yet out are dropped: wait
+ * for their callbacks first to flush them). on_closed follows. */
+void http_upgraded_close(struct http_conn *conn);
 
 /* --- building the response --------------------------------------------- */
 

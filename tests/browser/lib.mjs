@@ -7,11 +7,13 @@
 // $HEARTH_BIN (default build/hearth), the front end from
 // $HEARTH_HTTP_STATIC_DIR (default web/dist), the browser is /usr/bin/chromium.
 import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import zlib from 'node:zlib';
 
 import { chromium } from 'playwright-core';
 
@@ -226,7 +228,7 @@ export function hearthStaticDir() {
 
 // The environment for every hearth command: none of the caller's HEARTH_*
 // settings, everything on 127.0.0.1 and inside `dir`.
-function hearthEnv(dir, httpPort, rtmpPort, staticDir) {
+function hearthEnv(dir, httpPort, rtmpPort, staticDir, xmppPorts = null) {
   const env = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('HEARTH_') && k !== 'DB_URL') env[k] = v;
@@ -240,6 +242,12 @@ function hearthEnv(dir, httpPort, rtmpPort, staticDir) {
     HEARTH_SITE_PUBLIC_URL: `http://${HOST}:${httpPort}`,
     HEARTH_HTTP_SHUTDOWN_TIMEOUT: '3s',
   });
+  // The chat's TCP listeners on free ports too: the defaults (5222, 5269)
+  // may be taken by another server on this machine, or another test.
+  if (xmppPorts) {
+    env.HEARTH_XMPP_C2S_LISTEN = `${HOST}:${xmppPorts[0]}`;
+    env.HEARTH_XMPP_S2S_LISTEN = `${HOST}:${xmppPorts[1]}`;
+  }
   return env;
 }
 
@@ -262,7 +270,7 @@ export async function startHearth(dir, extraEnv = {}) {
   for (let attempt = 0; attempt < 3; attempt++) {
     const httpPort = await freePort();
     const rtmpPort = await freePort();
-    const env = hearthEnv(dir, httpPort, rtmpPort, staticDir);
+    const env = hearthEnv(dir, httpPort, rtmpPort, staticDir, [await freePort(), await freePort()]);
     let channel = null;
     if (!fs.existsSync(path.join(dir, 'channel.json'))) {
       hearthCli(bin, env, dir, ['user', 'add', 'alice', '--role', 'streamer', '--password-stdin'], 'pw12345678\n');
@@ -449,4 +457,205 @@ export function percentile(values, p) {
   const s = [...values].sort((a, b) => a - b);
   const i = Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1));
   return s[i];
+}
+
+// --- mail: a small SMTP sink ------------------------------------------------------
+
+// Plain SMTP on 127.0.0.1 that accepts every message (what libcurl sends:
+// EHLO, MAIL FROM, RCPT TO, DATA, QUIT) and keeps { rcpts, text }. Hearth
+// talks to it with smtp.tls = none. waitFor(rcpt) resolves with the first
+// message to that address. Closed at cleanup.
+const SMTP_MESSAGE_MAX = 1 << 20;
+
+export async function startSmtpSink() {
+  const messages = [];
+  const waiters = new Set();
+  const sockets = new Set();
+  const notify = () => {
+    for (const w of [...waiters]) {
+      const m = messages.find((x) => x.rcpts.includes(w.rcpt));
+      if (m) {
+        waiters.delete(w);
+        w.resolve(m);
+      }
+    }
+  };
+  const server = net.createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => undefined);
+    sock.setEncoding('utf8');
+    let buf = '';
+    let inData = false;
+    let rcpts = [];
+    let data = [];
+    let size = 0;
+    const say = (line) => sock.write(`${line}\r\n`);
+    say('220 hearth-test sink');
+    sock.on('data', (chunk) => {
+      buf += chunk;
+      size += chunk.length;
+      if (size > SMTP_MESSAGE_MAX * 2) {
+        sock.destroy();
+        return;
+      }
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i).replace(/\r$/, '');
+        buf = buf.slice(i + 1);
+        if (inData) {
+          if (line === '.') {
+            inData = false;
+            messages.push({ rcpts, text: data.join('\n') });
+            data = [];
+            size = 0;
+            say('250 queued');
+            notify();
+          } else {
+            data.push(line.startsWith('.') ? line.slice(1) : line); // dot-stuffing
+          }
+          continue;
+        }
+        const up = line.toUpperCase();
+        if (up.startsWith('EHLO')) {
+          say('250-sink');
+          say('250 8BITMIME');
+        } else if (up.startsWith('MAIL FROM')) {
+          rcpts = [];
+          say('250 ok');
+        } else if (up.startsWith('RCPT TO')) {
+          rcpts.push(line.slice(line.indexOf(':') + 1).trim().replace(/^<|>$/g, ''));
+          say('250 ok');
+        } else if (up === 'DATA') {
+          inData = true;
+          say('354 go on');
+        } else if (up === 'QUIT') {
+          say('221 bye');
+          sock.end();
+        } else {
+          say('250 ok');
+        }
+      }
+    });
+  });
+  await new Promise((resolve, reject) => {
+    server.on('error', reject);
+    server.listen(0, HOST, resolve);
+  });
+  onCleanup(
+    () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  return {
+    port: server.address().port,
+    messages,
+    // The HEARTH_* settings that send Hearth's mail here.
+    env() {
+      return {
+        HEARTH_SMTP_HOST: HOST,
+        HEARTH_SMTP_PORT: String(server.address().port),
+        HEARTH_SMTP_TLS: 'none',
+        HEARTH_SMTP_FROM: 'Hearth Test <noreply@hearth.test>',
+      };
+    },
+    waitFor(rcpt, deadlineMs) {
+      return new Promise((resolve, reject) => {
+        const w = { rcpt, resolve };
+        waiters.add(w);
+        notify();
+        setTimeout(() => {
+          if (waiters.delete(w)) reject(new Error(`no mail to ${rcpt} within ${deadlineMs / 1000} s (${messages.length} other messages)`));
+        }, deadlineMs).unref();
+      });
+    },
+  };
+}
+
+// --- two-factor codes -------------------------------------------------------------
+
+// RFC 6238 TOTP (SHA-1, 6 digits, 30 s) from a Base32 secret (spaces allowed).
+export function totpCode(secretB32, unixSeconds = Date.now() / 1000, step = 30) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = 0;
+  let value = 0;
+  const bytes = [];
+  for (const ch of secretB32.replace(/[\s=]/g, '').toUpperCase()) {
+    const v = alphabet.indexOf(ch);
+    if (v < 0) throw new Error(`not Base32: ${ch}`);
+    value = (value << 5) | v;
+    bits += 5;
+    if (bits >= 8) {
+      bytes.push((value >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(unixSeconds / step)));
+  const mac = crypto.createHmac('sha1', Buffer.from(bytes)).update(counter).digest();
+  const off = mac[mac.length - 1] & 0x0f;
+  const n = (mac.readUInt32BE(off) & 0x7fffffff) % 1000000;
+  return String(n).padStart(6, '0');
+}
+
+// --- images -----------------------------------------------------------------------
+
+function crc32(buf) {
+  let c = ~0;
+  for (const b of buf) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = (c >>> 1) ^ (0xedb88320 & -(c & 1));
+  }
+  return ~c >>> 0;
+}
+
+// A real PNG of w x h pixels in one colour (RGB), for upload tests.
+export function solidPng(w, h, [r, g, b] = [255, 122, 47]) {
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(td));
+    return Buffer.concat([len, td, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 2; // RGB
+  const row = Buffer.alloc(1 + w * 3);
+  for (let x = 0; x < w; x++) row.set([r, g, b], 1 + x * 3);
+  const raw = Buffer.concat(Array.from({ length: h }, () => row));
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', zlib.deflateSync(raw)),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+// --- page checks ------------------------------------------------------------------
+
+// Every form control on the page that a person can reach has a name a screen
+// reader says (a <label>, aria-label or aria-labelledby). Returns the ones
+// that do not, as short descriptions.
+export function unlabelledControls(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('input, select, textarea, button')]
+      .filter((el) => el.type !== 'hidden' && el.offsetParent !== null)
+      .filter((el) => {
+        if (el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')) return false;
+        if (el.tagName === 'BUTTON') return !el.textContent.trim();
+        return !(el.labels && [...el.labels].some((l) => l.textContent.trim()));
+      })
+      .map((el) => `${el.tagName.toLowerCase()}#${el.id || '?'}[${el.type || ''}]`),
+  );
+}
+
+// How far the page is wider than the window (0: no sideways scrolling).
+export function horizontalOverflow(page) {
+  return page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
 }

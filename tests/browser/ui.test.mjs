@@ -1,14 +1,19 @@
 // Browser test of the web app, the way a new streamer and a viewer use it:
 //
-//   1. register through /register (open registration, no e-mail verification:
-//      the defaults), which signs in and lands on /settings/channels;
+//   1. register through /register on a server that requires e-mail
+//      verification (site.require_verification, mail to an SMTP sink in
+//      this process); read the link from the mail, open it (/verify), then
+//      log in through /login, which lands on /settings/channels;
 //   2. open a channel there, read the OBS Server and Stream Key the page shows;
 //   3. ffmpeg publishes to that server with that key;
 //   4. a second browser (its own profile: no cookies shared) opens the home
 //      page and sees the channel listed live, follows the link to /c/<slug>,
 //      and the player plays (video.currentTime advances);
-//   5. the server side of the pages: /watch/<slug> is a 302 to /c/<slug>, and
-//      /c/<slug> carries the channel's OpenGraph tags.
+//   5. the streamer's profile /u/<name> lists the channel live;
+//   6. the server side of the pages: /watch/<slug> is a 302 to /c/<slug>, and
+//      /c/<slug> carries the channel's OpenGraph tags;
+//   7. on a phone-sized screen (390x844) the pages do not scroll sideways,
+//      and every form control on the forms has a label.
 //
 // A screenshot of each page is kept in test-artifacts/browser/ui-*.png, with
 // the browsers' console in ui-console.log. The last line printed is
@@ -18,7 +23,8 @@ import path from 'node:path';
 
 import {
   REPO, alive, captureConsole, cleanupAll, instrumentPlayer, launchBrowser, log, onCleanup,
-  playerEvents, publishLive, sleep, startHearth, tail, tempDir,
+  horizontalOverflow, playerEvents, publishLive, sleep, startHearth, startSmtpSink, tail, tempDir,
+  unlabelledControls,
 } from './lib.mjs';
 
 const TIMEOUT_S = Number(process.env.BROWSER_TEST_TIMEOUT || 90);
@@ -52,11 +58,28 @@ function assert(cond, msg) {
   if (!cond) throw new Error(msg);
 }
 
+async function assertLabelled(page, what) {
+  const bad = await unlabelledControls(page);
+  assert(bad.length === 0, `${what}: form controls without a label: ${bad.join(', ')}`);
+}
+
+// A phone-sized screenshot of the page, which must not scroll sideways.
+async function phoneShot(page, name) {
+  const old = page.viewportSize();
+  await page.setViewportSize({ width: 390, height: 844 });
+  await sleep(300);
+  const over = await horizontalOverflow(page);
+  await shot(page, `${name}-phone`);
+  assert(over <= 0, `${name} on a 390 px wide screen is ${over} px too wide`);
+  if (old) await page.setViewportSize(old);
+}
+
 async function testStreamerAndViewer(ctx) {
   const { dir } = ctx;
-  const hearth = await startHearth(dir);
+  const sink = await startSmtpSink();
+  const hearth = await startHearth(dir, { HEARTH_SITE_REQUIRE_VERIFICATION: 'true', ...sink.env() });
   ctx.hearth = hearth;
-  log('test', `hearth on ${hearth.url}`);
+  log('test', `hearth on ${hearth.url} (e-mail verification on, SMTP sink on port ${sink.port})`);
 
   // --- the streamer: register, open a channel, read the key ---------------------
   const streamer = await launchBrowser(dir);
@@ -64,14 +87,48 @@ async function testStreamerAndViewer(ctx) {
   ctx.pages.push(['streamer', sp]);
   ctx.consoles.push(captureConsole(sp, 'streamer'));
   const name = `ui${Date.now().toString(36)}`;
+  const email = `${name}@example.org`;
+  const password = 'correct horse battery';
   await sp.goto(`${hearth.url}/register`, { waitUntil: 'load', timeout: left() });
   await sp.getByLabel('User name').fill(name, { timeout: left() });
-  await sp.getByLabel('Password').fill('correct horse battery');
+  await sp.getByLabel('E-mail').fill(email);
+  await sp.getByLabel('Password').fill(password);
+  await assertLabelled(sp, '/register');
   await shot(sp, 'register');
-  await sp.getByRole('button', { name: 'Sign up' }).click();
+  // The keyboard's way: Enter in the last field submits the form.
+  await sp.getByLabel('Password').press('Enter');
+  await sp.locator('#verify-sent').waitFor({ timeout: left() });
+  await shot(sp, 'register-sent');
+
+  // The mail, and the link in it.
+  const mail = await sink.waitFor(email, left());
+  const m = /(https?:\/\/\S+\/verify\?token=[A-Za-z0-9_-]+)/.exec(mail.text);
+  assert(m, `no verification link in the mail:\n${mail.text}`);
+  const link = m[1];
+  assert(link.startsWith(`${hearth.url}/verify?token=`), `the link points elsewhere: ${link}`);
+  log('test', `verification mail to ${email}: ${link.replace(/token=.*/, 'token=…')}`);
+
+  // Not before the address is confirmed: the API says so.
+  const early = await fetch(`${hearth.url}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Origin: hearth.url },
+    body: JSON.stringify({ login: name, password }),
+  });
+  assert(early.status === 403, `login before verification: HTTP ${early.status}`);
+
+  await sp.goto(link, { waitUntil: 'load', timeout: left() });
+  await sp.locator('#verified').waitFor({ timeout: left() });
+  await shot(sp, 'verified');
+  log('test', 'the /verify page confirmed the address');
+
+  await sp.goto(`${hearth.url}/login?next=${encodeURIComponent('/settings/channels')}`, { waitUntil: 'load', timeout: left() });
+  await sp.getByLabel('Name or e-mail').fill(name, { timeout: left() });
+  await sp.getByLabel('Password').fill(password);
+  await assertLabelled(sp, '/login');
+  await sp.getByRole('button', { name: 'Log in' }).click();
   await sp.waitForURL('**/settings/channels', { timeout: left() });
   await sp.locator('#create-channel').waitFor({ timeout: left() });
-  log('test', `registered "${name}", on ${new URL(sp.url()).pathname}`);
+  log('test', `registered, verified and logged in as "${name}", on ${new URL(sp.url()).pathname}`);
   await sp.getByLabel('Title').fill('UI test: a <b>bold</b> "channel"');
   await shot(sp, 'settings-channels');
   await sp.getByRole('button', { name: 'Create channel' }).click();
@@ -83,7 +140,9 @@ async function testStreamerAndViewer(ctx) {
   assert(/^[A-Za-z0-9_-]{20,}$/.test(key), `the page shows no stream key: "${key}"`);
   assert(server === hearth.rtmpUrl, `the page's OBS server is "${server}", not ${hearth.rtmpUrl}`);
   log('test', `channel "${slug}": server ${server}, key ${key.slice(0, 4)}…`);
+  await assertLabelled(sp, '/settings/channels/<slug>');
   await shot(sp, 'settings-channel');
+  await phoneShot(sp, 'settings-channel');
 
   // A description in Markdown, with markup that must stay text.
   await sp.getByLabel(/^Description/).fill(DESCRIPTION);
@@ -112,6 +171,7 @@ async function testStreamerAndViewer(ctx) {
   assert(cardText.includes(name), `the live card does not name the owner: ${cardText}`);
   assert(cardText.includes('UI test: a <b>bold</b> "channel"'), `the title is not shown as text: ${cardText}`);
   await shot(vp, 'home');
+  await phoneShot(vp, 'home');
 
   await card.locator('a.card-title').click();
   await vp.waitForURL(`**/c/${slug}`, { timeout: left() });
@@ -150,9 +210,23 @@ async function testStreamerAndViewer(ctx) {
   await shot(vp, 'channel');
 
   // The same page on a phone-sized screen.
-  await vp.setViewportSize({ width: 390, height: 844 });
-  await sleep(300);
-  await shot(vp, 'channel-phone');
+  await phoneShot(vp, 'channel');
+
+  // --- the streamer's profile lists the channel, live ------------------------------
+  await vp.goto(`${hearth.url}/u/${encodeURIComponent(name)}`, { waitUntil: 'load', timeout: left() });
+  const row = vp.locator('#main .rows li', { hasText: 'UI test: a <b>bold</b> "channel"' });
+  await until('the profile to list the channel live', async () => {
+    const n = await row.locator('.badge.live').count();
+    return { ok: n > 0, why: `${await row.count()} rows, ${n} live badges` };
+  });
+  const heading = await vp.locator('#profile h1').innerText();
+  assert(heading === name, `the profile's heading is "${heading}"`);
+  const profileHtml = await vp.locator('#main').innerHTML();
+  assert(!profileHtml.includes(email), 'the profile page shows the e-mail address');
+  assert(!profileHtml.includes('<b>bold</b>'), 'the channel title became markup on the profile');
+  log('test', `/u/${name} lists the channel live`);
+  await shot(vp, 'profile');
+  await phoneShot(vp, 'profile');
 
   // --- the server's side of the pages ----------------------------------------------
   const r = await fetch(`${hearth.url}/watch/${encodeURIComponent(slug)}`, { redirect: 'manual' });

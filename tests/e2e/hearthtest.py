@@ -126,6 +126,8 @@ class Server:
         self.proc = None
         self.port = None
         self.rtmp_port = None
+        self.c2s_port = None
+        self.s2s_port = None
         self.stderr_path = self.base / "stderr.log"
         self.stdout_path = self.base / "stdout.log"
         self.returncode = None
@@ -141,6 +143,8 @@ class Server:
             {
                 "HEARTH_HTTP_LISTEN": f"{HOST}:{self.port}",
                 "HEARTH_RTMP_LISTEN": f"{HOST}:{self.rtmp_port}",
+                "HEARTH_XMPP_C2S_LISTEN": f"{HOST}:{self.c2s_port}",
+                "HEARTH_XMPP_S2S_LISTEN": f"{HOST}:{self.s2s_port}",
                 "HEARTH_STORAGE_DATA_DIR": str(self.data_dir),
                 "HEARTH_HTTP_STATIC_DIR": str(self.static_dir),
                 "HEARTH_SITE_PUBLIC_URL": f"http://{HOST}:{self.port}",
@@ -162,6 +166,8 @@ class Server:
         for attempt in range(3):
             self.port = free_port()
             self.rtmp_port = free_port()
+            self.c2s_port = free_port()
+            self.s2s_port = free_port()
             out = open(self.stdout_path, "ab")
             err = open(self.stderr_path, "ab")
             self._files += [out, err]

@@ -216,6 +216,7 @@ export function Field(props: {
   autocomplete?: string;
   hint?: string;
   maxLength?: number;
+  inputMode?: 'numeric' | 'text' | 'email';
 }) {
   return (
     <div class="field">
@@ -228,6 +229,7 @@ export function Field(props: {
         required={props.required}
         autoComplete={props.autocomplete}
         maxLength={props.maxLength}
+        inputMode={props.inputMode}
         aria-describedby={props.hint ? `${props.id}-hint` : undefined}
         onInput={(e) => props.onInput((e.target as HTMLInputElement).value)}
       />

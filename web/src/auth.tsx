@@ -32,7 +32,11 @@ export function LoginPage() {
       signedIn(r.user, r.csrf_token);
       navigate(nextPath(loc), true);
     } catch (err) {
-      if (err instanceof ApiError && err.code === 'totp_required') setNeedTotp(true);
+      if (err instanceof ApiError && err.code === 'totp_required') {
+        setNeedTotp(true);
+        // The new field is the next thing to fill: put the keyboard there.
+        window.setTimeout(() => document.getElementById('totp')?.focus(), 0);
+      }
       setError(errorText(err));
     } finally {
       setBusy(false);
@@ -52,7 +56,17 @@ export function LoginPage() {
         autocomplete="current-password"
       />
       {needTotp ? (
-        <Field id="totp" label="Authenticator code" value={totp} onInput={setTotp} autocomplete="one-time-code" />
+        <Field
+          id="totp"
+          label="Authenticator code"
+          value={totp}
+          onInput={setTotp}
+          required
+          autocomplete="one-time-code"
+          inputMode="numeric"
+          maxLength={8}
+          hint="The 6-digit code your authenticator app shows for this site."
+        />
       ) : null}
       <ErrorBox error={error} />
       <button class="primary" type="submit" disabled={busy}>

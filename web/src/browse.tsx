@@ -1,5 +1,5 @@
 // Pages that list channels: home (live now, recent, topics), a topic, search
-// results, a user's profile.
+// results. A user's profile is profile.tsx.
 import { useEffect, useState } from 'preact/hooks';
 
 import { enc, errorText, get, type Channel, type LiveChannel, type Topic } from './api';
@@ -162,26 +162,6 @@ export function SearchPage() {
       <p class="muted">{q ? `Channels and people matching “${q}”` : 'Type a channel or user name in the search box.'}</p>
       <ErrorBox error={err} />
       {q ? <ChannelList channels={channels} empty="Nothing matches." /> : null}
-    </>
-  );
-}
-
-export function UserPage({ name }: { name: string }) {
-  useTitle(name);
-  const [channels, err] = usePoll(
-    () => get<{ channels: Channel[] }>(`/channels?owner=${enc(name)}`).then((r) => r.channels),
-    [name],
-    15000,
-  );
-  return (
-    <>
-      <div class="profile">
-        <Avatar name={name} size={64} />
-        <h1>{name}</h1>
-      </div>
-      <ErrorBox error={err} />
-      <h2>Channels</h2>
-      <ChannelList channels={channels} empty={`${name} has no public channels.`} />
     </>
   );
 }

@@ -2,11 +2,12 @@
 // when there are renditions, theatre and fullscreen), live/offline state that
 // flips without a reload (the player retries, and the page polls the API),
 // viewer count, the description (Markdown, rendered as DOM text), the follow
-// button, and <aside id="chat"> for the chat client.
+// button, and the chat (chat/panel.tsx) in <aside id="chat">.
 import { useEffect, useRef, useState } from 'preact/hooks';
 
 import { ApiError, del, enc, errorText, get, post, type Channel } from './api';
 import { Avatar, ErrorBox, navigate, useSession, useTitle } from './app';
+import { ChatPanel } from './chat/panel';
 import { renderMarkdown } from './markdown';
 import type { Level, LivePlayer } from './player';
 
@@ -195,7 +196,9 @@ export function ChannelPage({ slug }: { slug: string }) {
         <ErrorBox error={error} />
         {ch?.description ? <Description text={ch.description} /> : null}
       </section>
-      <aside id="chat" class="chat" aria-label="Chat" data-channel={slug} />
+      <aside id="chat" class="chat" aria-label="Chat" data-channel={slug}>
+        <ChatPanel slug={slug} mode="page" />
+      </aside>
     </div>
   );
 }

@@ -5,9 +5,11 @@ import { render } from 'preact';
 
 import { Header, SessionProvider, useLocation } from './app';
 import { LoginPage, RegisterPage, ResetPage, VerifyPage } from './auth';
-import { HomePage, SearchPage, TopicPage, UserPage } from './browse';
+import { HomePage, SearchPage, TopicPage } from './browse';
 import { ChannelPage } from './channel';
+import { ChatPopout } from './chat/popout';
 import { FollowingPage } from './following';
+import { ProfilePage } from './profile';
 import { SettingsPage } from './settings';
 import './style.css';
 
@@ -29,7 +31,7 @@ function Page() {
   if (path === '/' || path === '/index.html') return <HomePage />;
   if ((s = seg(path, '/c/')) !== null) return <ChannelPage key={s} slug={s} />;
   if ((s = seg(path, '/topic/')) !== null) return <TopicPage slug={s} />;
-  if ((s = seg(path, '/u/')) !== null) return <UserPage name={s} />;
+  if ((s = seg(path, '/u/')) !== null) return <ProfilePage key={s} name={s} />;
   if (path === '/search') return <SearchPage />;
   if (path === '/login') return <LoginPage />;
   if (path === '/register') return <RegisterPage />;
@@ -68,4 +70,17 @@ function App() {
   if (w !== null) history.replaceState(null, '', `/c/${encodeURIComponent(w)}${location.search}`);
 }
 
-render(<App />, document.getElementById('app') as HTMLElement);
+// The pop-out chat /c/<slug>/chat (an OBS browser source too): the chat
+// alone, without the site header (chat/popout.tsx).
+const popout = /^\/c\/([^/]+)\/chat\/?$/.exec(location.pathname);
+const popoutSlug = popout ? seg(`/c/${popout[1]}`, '/c/') : null;
+render(
+  popoutSlug !== null ? (
+    <SessionProvider>
+      <ChatPopout slug={popoutSlug} />
+    </SessionProvider>
+  ) : (
+    <App />
+  ),
+  document.getElementById('app') as HTMLElement,
+);

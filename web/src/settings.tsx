@@ -1,7 +1,14 @@
-// Settings: profile (e-mail, password), channels (list, create, edit, avatar,
-// stream key with copy and regenerate next to the OBS settings), API keys
-// (create, list, revoke; a new key is shown once), notifications (per
-// followed channel e-mail on/off, and the in-app list).
+/// <reference types="vite/client" />
+// Settings: profile (e-mail, password, two-factor login, account deletion),
+// channels (list, create, edit, avatar and banner, stream key with copy and
+// regenerate next to the OBS settings, invite code and invited users for
+// protected channels, chat settings), API keys (create, list, revoke; a new
+// key is shown once), notifications (per followed channel e-mail on/off, and
+// the in-app list).
+//
+// Secrets the server shows once (a new invite code, an API key, a TOTP
+// secret) live only in this page's state: reloading the page forgets them.
+import type { ComponentType } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 
 import {
@@ -9,6 +16,16 @@ import {
   type ApiKey, type Channel, type Notification, type Topic, type User,
 } from './api';
 import { ErrorBox, Field, navigate, RequireLogin, useSession, useTitle } from './app';
+
+// The chat settings of a channel (web/src/chat_settings.tsx, written beside
+// this page). Found at build time: an eager glob is a plain import when the
+// file is there and an empty object when it is not, so this page builds
+// either way.
+const chatSettingsModules = import.meta.glob<{ ChatSettings?: ComponentType<{ slug: string }> }>(
+  './chat_settings.tsx',
+  { eager: true },
+);
+const ChatSettings = Object.values(chatSettingsModules)[0]?.ChatSettings;
 
 const TABS: [string, string][] = [
   ['/settings', 'Profile'],
@@ -119,14 +136,157 @@ function ProfileTab() {
           Save
         </button>
       </form>
+      <TotpSection />
       <form class="card-form danger" onSubmit={remove}>
         <h2>Delete account</h2>
-        <Field id="d-password" label="Password" type="password" value={delPw} onInput={setDelPw} required />
+        <p class="muted">Your channels and your follows go with it.</p>
+        <Field
+          id="d-password"
+          label="Password"
+          type="password"
+          value={delPw}
+          onInput={setDelPw}
+          required
+          autocomplete="current-password"
+        />
         <button type="submit" class="danger">
           Delete my account
         </button>
       </form>
     </>
+  );
+}
+
+// --- two-factor login (TOTP) ---------------------------------------------------------
+
+type Me = User & { totp_enabled?: boolean; verified?: boolean };
+
+// The Base32 secret in groups of four, easier to type into an app by hand.
+function grouped(secret: string): string {
+  return secret.replace(/(.{4})/g, '$1 ').trim();
+}
+
+function TotpSection() {
+  const { me, refresh } = useSession();
+  const enabled = Boolean((me as Me | null | undefined)?.totp_enabled);
+  const [setup, setSetup] = useState<{ secret: string; uri: string } | null>(null);
+  const [code, setCode] = useState('');
+  const [offCode, setOffCode] = useState('');
+  const [offPassword, setOffPassword] = useState('');
+  const [error, setError] = useState('');
+  const [status, setStatus] = useState('');
+  const act = async (what: () => Promise<unknown>, done: string) => {
+    setError('');
+    setStatus('');
+    try {
+      await what();
+      setStatus(done);
+    } catch (e) {
+      setError(errorText(e));
+    }
+  };
+  const begin = () =>
+    void act(async () => {
+      setSetup(await post<{ secret: string; uri: string }>('/me/totp'));
+      setCode('');
+      window.setTimeout(() => document.getElementById('totp-code')?.focus(), 0);
+    }, '');
+  const confirmCode = (e: Event) => {
+    e.preventDefault();
+    void act(async () => {
+      await post('/me/totp/confirm', { code: code.replace(/\s+/g, '') });
+      setSetup(null);
+      setCode('');
+      await refresh();
+    }, 'Two-factor login is on. From now on, logging in asks for a code from your app.');
+  };
+  const turnOff = (e: Event) => {
+    e.preventDefault();
+    void act(async () => {
+      await del('/me/totp', offCode ? { code: offCode.replace(/\s+/g, '') } : { password: offPassword });
+      setOffCode('');
+      setOffPassword('');
+      await refresh();
+    }, 'Two-factor login is off.');
+  };
+  return (
+    <section class="card-form" id="totp" aria-labelledby="totp-h">
+      <h2 id="totp-h">Two-factor login</h2>
+      {enabled ? (
+        <form onSubmit={turnOff}>
+          <p>
+            <span class="badge on">on</span> Logging in asks for a code from your authenticator app.
+          </p>
+          <p class="muted">To turn it off, give a current code, or your password if you lost the device.</p>
+          <Field
+            id="totp-off-code"
+            label="Code from your app"
+            value={offCode}
+            onInput={setOffCode}
+            autocomplete="one-time-code"
+            inputMode="numeric"
+            maxLength={8}
+          />
+          <Field
+            id="totp-off-password"
+            label="Or your password"
+            type="password"
+            value={offPassword}
+            onInput={setOffPassword}
+            autocomplete="current-password"
+          />
+          <ErrorBox error={error} />
+          <Status text={status} />
+          <button type="submit" class="danger" disabled={!offCode && !offPassword}>
+            Turn off two-factor login
+          </button>
+        </form>
+      ) : setup ? (
+        <form onSubmit={confirmCode}>
+          <p>
+            Add this account to an authenticator app (andOTP, Aegis, FreeOTP, Google Authenticator…): open the link on
+            the phone that has the app, or type the key in by hand. Then enter the 6-digit code the app shows.
+          </p>
+          <CopyField id="totp-secret" label="Key (Base32, time-based, 6 digits, 30 s)" value={grouped(setup.secret)} />
+          <div class="field">
+            <span id="totp-uri-label">Setup link</span>
+            <a id="totp-uri" class="break" href={setup.uri} aria-labelledby="totp-uri-label">
+              {setup.uri}
+            </a>
+          </div>
+          <Field
+            id="totp-code"
+            label="Code from your app"
+            value={code}
+            onInput={setCode}
+            required
+            autocomplete="one-time-code"
+            inputMode="numeric"
+            maxLength={8}
+          />
+          <ErrorBox error={error} />
+          <div class="inline">
+            <button class="primary" type="submit">
+              Turn on
+            </button>
+            <button type="button" onClick={() => (setSetup(null), setError(''))}>
+              Cancel
+            </button>
+          </div>
+        </form>
+      ) : (
+        <>
+          <p class="muted">
+            Off. With it on, logging in needs your password and a code from an authenticator app on your phone.
+          </p>
+          <ErrorBox error={error} />
+          <Status text={status} />
+          <button type="button" id="totp-begin" onClick={begin}>
+            Set up two-factor login
+          </button>
+        </>
+      )}
+    </section>
   );
 }
 
@@ -330,10 +490,6 @@ function ChannelEdit({ slug }: { slug: string }) {
     if (!confirm('Make a new stream key? The old one stops working at once.')) return;
     void run(async () => load(await post<Channel>(`/channels/${enc(slug)}/stream-key`)), 'A new stream key is set.');
   };
-  const upload = (file: File | undefined) => {
-    if (!file) return;
-    void run(async () => load(await api<Channel>('PUT', `/channels/${enc(slug)}/avatar`, undefined, file)), 'Avatar updated.');
-  };
   const remove = () => {
     if (!confirm(`Delete the channel ${slug}? This cannot be undone.`)) return;
     void run(async () => {
@@ -355,7 +511,8 @@ function ChannelEdit({ slug }: { slug: string }) {
       <p>
         <a href="/settings/channels">← Your channels</a> · <a href={`/c/${enc(ch.slug)}`}>Open the channel page</a>
       </p>
-      <section class="card-form" id="obs">
+      {/* A form (that never submits) so the browser treats the key field as a secret in one. */}
+      <form class="card-form" id="obs" onSubmit={(e) => e.preventDefault()}>
         <h2>Streaming: OBS settings</h2>
         <p class="muted">
           In OBS, Settings → Stream: Service “Custom…”, then these two. Keep the key secret: anyone with it can stream
@@ -366,7 +523,7 @@ function ChannelEdit({ slug }: { slug: string }) {
         <button type="button" id="regenerate-key" onClick={regenerate}>
           Regenerate stream key
         </button>
-      </section>
+      </form>
       <form class="card-form" onSubmit={save}>
         <h2>Channel</h2>
         <Field id="e-title" label="Title" value={form.title} onInput={set('title')} required maxLength={140} />
@@ -392,7 +549,7 @@ function ChannelEdit({ slug }: { slug: string }) {
           [
             ['record', 'Record streams'],
             ['chat_enabled', 'Chat on'],
-            ['protected', 'Protected: only invited people may watch'],
+            ['protected', 'Protected: only invited people, or those with the invite code, may watch'],
           ] as const
         ).map(([k, label]) => (
           <div class="check" key={k}>
@@ -406,13 +563,17 @@ function ChannelEdit({ slug }: { slug: string }) {
           Save
         </button>
       </form>
-      <section class="card-form">
-        <h2>Avatar</h2>
-        <div class="field">
-          <label for="e-avatar">PNG, JPEG or WebP, at most 1 MiB</label>
-          <input id="e-avatar" type="file" accept="image/png,image/jpeg,image/webp" onChange={(e) => upload((e.target as HTMLInputElement).files?.[0])} />
-        </div>
+      <section class="card-form" id="images" aria-labelledby="images-h">
+        <h2 id="images-h">Images</h2>
+        <ImageField ch={ch} kind="avatar" onChange={load} />
+        <ImageField ch={ch} kind="banner" onChange={load} />
       </section>
+      {ch.protected ? <Protection ch={ch} onChange={load} /> : null}
+      {ChatSettings ? (
+        <section class="card-form" id="chat-settings" aria-label="Chat settings">
+          <ChatSettings slug={ch.slug} />
+        </section>
+      ) : null}
       <section class="card-form danger">
         <h2>Delete</h2>
         <button type="button" class="danger" onClick={remove}>
@@ -420,6 +581,217 @@ function ChannelEdit({ slug }: { slug: string }) {
         </button>
       </section>
     </>
+  );
+}
+
+// --- channel images ------------------------------------------------------------------
+
+const IMAGE_TYPES = ['image/png', 'image/jpeg', 'image/webp'];
+const IMAGE_LIMITS = { avatar: 1 << 20, banner: 4 << 20 };
+
+function ImageField({ ch, kind, onChange }: { ch: Channel; kind: 'avatar' | 'banner'; onChange: (c: Channel) => void }) {
+  const [error, setError] = useState('');
+  const [status, setStatus] = useState('');
+  const [busy, setBusy] = useState(false);
+  const url = kind === 'avatar' ? ch.avatar_url : ch.banner_url;
+  const max = IMAGE_LIMITS[kind];
+  const label = kind === 'avatar' ? 'Avatar' : 'Banner';
+  const id = `e-${kind}`;
+  const act = async (what: () => Promise<void>, done: string) => {
+    setError('');
+    setStatus('');
+    setBusy(true);
+    try {
+      await what();
+      setStatus(done);
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const upload = (input: HTMLInputElement) => {
+    const file = input.files?.[0];
+    if (!file) return;
+    // The server checks again (by the bytes); this saves sending what it would refuse.
+    if (!IMAGE_TYPES.includes(file.type)) {
+      setStatus('');
+      setError(`${file.name} is not a PNG, JPEG or WebP image.`);
+      input.value = '';
+      return;
+    }
+    if (file.size > max) {
+      setStatus('');
+      setError(`${file.name} is ${(file.size / 1048576).toFixed(1)} MiB; the ${kind} may be at most ${max >> 20} MiB.`);
+      input.value = '';
+      return;
+    }
+    void act(async () => {
+      onChange(await api<Channel>('PUT', `/channels/${enc(ch.slug)}/${kind}`, undefined, file));
+      input.value = '';
+    }, `${label} updated.`);
+  };
+  const remove = () =>
+    void act(async () => {
+      await del(`/channels/${enc(ch.slug)}/${kind}`);
+      onChange({ ...ch, [`${kind}_url`]: null });
+    }, `${label} removed.`);
+  return (
+    <div class={`image-field ${kind}`}>
+      {url ? (
+        <img class={`preview ${kind}`} src={url} alt={`The channel's current ${kind}`} />
+      ) : (
+        <p class="muted">No {kind} yet.</p>
+      )}
+      <div class="field">
+        <label for={id}>
+          {label}: PNG, JPEG or WebP, at most {max >> 20} MiB{kind === 'banner' ? ' (wide, e.g. 1920×480)' : ' (square)'}
+        </label>
+        <input
+          id={id}
+          type="file"
+          accept={IMAGE_TYPES.join(',')}
+          disabled={busy}
+          aria-describedby={error ? `${id}-error` : undefined}
+          onChange={(e) => upload(e.target as HTMLInputElement)}
+        />
+      </div>
+      {error ? (
+        <p class="error" role="alert" id={`${id}-error`}>
+          {error}
+        </p>
+      ) : null}
+      <Status text={status} />
+      {url ? (
+        <button type="button" onClick={remove} disabled={busy}>
+          Remove {kind}
+        </button>
+      ) : null}
+    </div>
+  );
+}
+
+// --- protected channels: invite code, invited users -------------------------------------
+
+interface Invite {
+  user: string;
+  invited_at: number;
+}
+
+function Protection({ ch, onChange }: { ch: Channel; onChange: (c: Channel) => void }) {
+  const [invites, setInvites] = useState<Invite[] | null>(null);
+  const [fresh, setFresh] = useState<{ invite_code: string; invite_url: string } | null>(null);
+  const [user, setUser] = useState('');
+  const [error, setError] = useState('');
+  const [status, setStatus] = useState('');
+  const slug = ch.slug;
+  const loadInvites = () =>
+    get<{ invites: Invite[] }>(`/channels/${enc(slug)}/invites`).then((r) => setInvites(r.invites));
+  useEffect(() => {
+    loadInvites().catch((e) => setError(errorText(e)));
+  }, [slug]);
+  const act = async (what: () => Promise<unknown>, done: string) => {
+    setError('');
+    setStatus('');
+    try {
+      await what();
+      setStatus(done);
+    } catch (e) {
+      setError(errorText(e));
+    }
+  };
+  const newCode = () => {
+    if (ch.has_invite_code && !confirm('Make a new invite code? The old one, and the links with it, stop working.')) return;
+    void act(async () => {
+      setFresh(await post<{ invite_code: string; invite_url: string }>(`/channels/${enc(slug)}/invite-code`));
+      onChange({ ...ch, has_invite_code: true });
+    }, 'A new invite code is set.');
+  };
+  const clearCode = () => {
+    if (!confirm('Remove the invite code? Links with it stop working.')) return;
+    void act(async () => {
+      await del(`/channels/${enc(slug)}/invite-code`);
+      setFresh(null);
+      onChange({ ...ch, has_invite_code: false });
+    }, 'The invite code is removed.');
+  };
+  const invite = (e: Event) => {
+    e.preventDefault();
+    const name = user.trim();
+    if (!name) return;
+    void act(async () => {
+      await post(`/channels/${enc(slug)}/invites`, { user: name });
+      setUser('');
+      await loadInvites();
+    }, `${name} is invited.`);
+  };
+  const uninvite = (name: string) =>
+    void act(async () => {
+      await del(`/channels/${enc(slug)}/invites/${enc(name)}`);
+      await loadInvites();
+    }, `${name} is no longer invited.`);
+  return (
+    <section class="card-form" id="protection" aria-labelledby="protection-h">
+      <h2 id="protection-h">Who may watch</h2>
+      <p class="muted">
+        This channel is protected: only you, admins, the people invited below and those with the invite code may watch
+        it or see it in lists.
+      </p>
+      <h3>Invite code</h3>
+      <p id="invite-code-state">
+        {ch.has_invite_code ? 'There is an invite code (shown only when it is made).' : 'There is no invite code.'}
+      </p>
+      {fresh ? (
+        <div id="new-invite">
+          <CopyField id="invite-code" label="The new code (copy it now: it is not shown again)" value={fresh.invite_code} />
+          <CopyField id="invite-url" label="Link with the code" value={fresh.invite_url} />
+        </div>
+      ) : null}
+      <div class="inline">
+        <button type="button" id="invite-code-new" onClick={newCode}>
+          {ch.has_invite_code ? 'Make a new invite code' : 'Make an invite code'}
+        </button>
+        {ch.has_invite_code ? (
+          <button type="button" class="danger" onClick={clearCode}>
+            Remove the invite code
+          </button>
+        ) : null}
+      </div>
+      <h3>Invited users</h3>
+      {invites === null ? (
+        <p class="muted">Loading…</p>
+      ) : invites.length === 0 ? (
+        <p class="muted">Nobody is invited.</p>
+      ) : (
+        <ul class="rows" id="invites">
+          {invites.map((i) => (
+            <li class="row" key={i.user}>
+              <div>
+                <a href={`/u/${enc(i.user)}`}>{i.user}</a>
+                <div class="muted">invited {fmtTime(i.invited_at)}</div>
+              </div>
+              <button type="button" aria-label={`Withdraw the invitation of ${i.user}`} onClick={() => uninvite(i.user)}>
+                Remove
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
+      <form class="inline" onSubmit={invite}>
+        <label for="invite-user">Invite a user by name</label>
+        <input
+          id="invite-user"
+          value={user}
+          required
+          maxLength={32}
+          autoComplete="off"
+          onInput={(e) => setUser((e.target as HTMLInputElement).value)}
+        />
+        <button type="submit">Invite</button>
+      </form>
+      <ErrorBox error={error} />
+      <Status text={status} />
+    </section>
   );
 }
 

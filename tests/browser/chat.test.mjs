@@ -1,0 +1,281 @@
+// Browser test of the web chat (web/src/chat/), two people in one channel's
+// room over Hearth's XMPP WebSocket:
+//
+//   1. the channel's owner logs in and opens /c/<slug>: the chat joins under
+//      the account name, with role moderator;
+//   2. a guest (a second browser, no cookies) opens the same page, picks a
+//      name and says something; the owner sees it and answers; the guest
+//      sees the answer;
+//   3. the guest sends markup (<b>, <img onerror>): both see it as text, and
+//      no element (and no script) came of it;
+//   4. the owner deletes the guest's first message from the moderation menu
+//      (XEP-0425): it disappears for both;
+//   5. the guest reloads: the same name comes back (localStorage), and the
+//      history from the archive (MAM) has the answer but not the deleted
+//      message;
+//   6. the pop-out page /c/<slug>/chat and its OBS overlay (?overlay=1) show
+//      the history too.
+//
+// Screenshots go to test-artifacts/browser/chat-*.png, the browsers' console
+// to chat-console.log. The last line printed is "N passed, M failed".
+import fs from 'node:fs';
+import path from 'node:path';
+
+import {
+  HOST, REPO, captureConsole, cleanupAll, freePort, launchBrowser, log, onCleanup, sleep, startHearth, tail, tempDir,
+} from './lib.mjs';
+
+const TIMEOUT_S = Number(process.env.BROWSER_TEST_TIMEOUT || 90);
+const ARTIFACTS = path.join(REPO, 'test-artifacts', 'browser');
+const KEEP_TMP = process.env.BROWSER_TEST_KEEP === '1';
+
+class Timeout extends Error {}
+
+const deadline = Date.now() + TIMEOUT_S * 1000;
+const left = () => Math.max(1000, deadline - Date.now());
+async function until(what, fn, { everyMs = 200 } = {}) {
+  let last;
+  while (Date.now() < deadline) {
+    last = await fn();
+    if (last?.ok) return last;
+    await sleep(everyMs);
+  }
+  throw new Timeout(`timed out after ${TIMEOUT_S} s waiting for ${what}${last?.why ? ` (last: ${last.why})` : ''}`);
+}
+
+async function shot(page, name) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const file = path.join(ARTIFACTS, `chat-${name}.png`);
+  await page.screenshot({ path: file, timeout: Math.min(15000, left()) });
+  log('test', `screenshot: ${path.relative(REPO, file)}`);
+}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+const HELLO = 'hello from the guest';
+const ANSWER = 'hi guest, welcome to the channel';
+const MARKUP = '<b>x</b><img src=x onerror="window.__chatXss=1">';
+const GUEST = 'Wanderer';
+
+// What the chat panel on a page shows: status, nick, role, and each message.
+function chatState(page) {
+  return page.evaluate(() => {
+    const p = document.querySelector('.chat-panel');
+    return {
+      status: p?.getAttribute('data-status') || null,
+      nick: p?.getAttribute('data-nick') || null,
+      role: p?.getAttribute('data-role') || null,
+      history: p?.getAttribute('data-history') || null,
+      error: [...document.querySelectorAll('.chat-error')].map((e) => e.textContent).join(' | '),
+      messages: [...document.querySelectorAll('.chat-msg')].map((li) => ({
+        id: li.getAttribute('data-id'),
+        nick: li.querySelector('.chat-nick')?.textContent,
+        text: li.querySelector('.chat-text')?.textContent,
+      })),
+      // elements inside message texts: there must never be any
+      markup: document.querySelectorAll('.chat-text *').length,
+      xss: window.__chatXss === 1,
+    };
+  });
+}
+
+async function waitJoined(page, who, { role } = {}) {
+  return until(`${who} to join the chat${role ? ` as ${role}` : ''}`, async () => {
+    const s = await chatState(page);
+    return { ok: s.status === 'joined' && (!role || s.role === role), why: JSON.stringify({ ...s, messages: s.messages.length }), s };
+  });
+}
+
+async function waitMessage(page, who, text, { present = true } = {}) {
+  return until(`${who} to ${present ? 'see' : 'no longer see'} "${text}"`, async () => {
+    const s = await chatState(page);
+    const has = s.messages.some((m) => m.text === text);
+    return { ok: has === present, why: `${s.status}; ${s.error}; messages: ${JSON.stringify(s.messages.map((m) => `${m.nick}: ${m.text}`))}`, s };
+  });
+}
+
+async function say(page, text) {
+  const input = page.locator('#chat-input');
+  await input.fill(text, { timeout: left() });
+  await input.press('Enter');
+  await until('the input to clear after sending', async () => ({ ok: (await input.inputValue()) === '' }));
+}
+
+async function testGuestAndOwner(ctx) {
+  const { dir } = ctx;
+  const c2s = await freePort();
+  const s2s = await freePort();
+  const hearth = await startHearth(dir, {
+    HEARTH_XMPP_C2S_LISTEN: `${HOST}:${c2s}`,
+    HEARTH_XMPP_S2S_LISTEN: `${HOST}:${s2s}`,
+    HEARTH_XMPP_FEDERATION: 'false',
+  });
+  ctx.hearth = hearth;
+  const { slug } = hearth;
+  log('test', `hearth on ${hearth.url}, channel "${slug}" owned by alice`);
+
+  const info = await (await fetch(`${hearth.url}/api/v1/channels/${encodeURIComponent(slug)}/chat`)).json();
+  log('test', `chat info: ${JSON.stringify(info)}`);
+  assert(info.enabled === true && info.room === `${slug}@chat.${info.domain}`, `GET /channels/${slug}/chat: ${JSON.stringify(info)}`);
+
+  // --- the owner: log in, open the channel ----------------------------------------
+  const owner = await launchBrowser(dir);
+  const op = owner.pages()[0] || (await owner.newPage());
+  ctx.pages.push(['owner', op]);
+  ctx.consoles.push(captureConsole(op, 'owner'));
+  await op.goto(`${hearth.url}/login`, { waitUntil: 'load', timeout: left() });
+  await op.getByLabel('Name or e-mail').fill('alice', { timeout: left() });
+  await op.getByLabel('Password').fill('pw12345678');
+  await op.getByRole('button', { name: 'Log in' }).click();
+  await op.locator('#nav-user').waitFor({ timeout: left() });
+  await op.goto(`${hearth.url}/c/${encodeURIComponent(slug)}`, { waitUntil: 'load', timeout: left() });
+  const oj = await waitJoined(op, 'the owner', { role: 'moderator' });
+  assert(oj.s.nick === 'alice', `the owner is in the chat as "${oj.s.nick}", not alice`);
+  log('test', `owner joined as ${oj.s.nick} (${oj.s.role})`);
+
+  // --- the guest: own browser, picks a name, says hello ------------------------------
+  const guest = await launchBrowser(dir);
+  const gp = guest.pages()[0] || (await guest.newPage());
+  ctx.pages.push(['guest', gp]);
+  ctx.consoles.push(captureConsole(gp, 'guest'));
+  await gp.goto(`${hearth.url}/c/${encodeURIComponent(slug)}`, { waitUntil: 'load', timeout: left() });
+  const gj = await waitJoined(gp, 'the guest');
+  assert(/^guest-\d+$/.test(gj.s.nick), `the guest reads under "${gj.s.nick}", not a generated guest-NNNN`);
+  assert(gj.s.role !== 'moderator', `a guest is ${gj.s.role}`);
+  await gp.getByLabel('Your name in chat').fill(GUEST, { timeout: left() });
+  await gp.getByRole('button', { name: 'Join chat' }).click();
+  await until(`the guest to be in as ${GUEST}`, async () => {
+    const s = await chatState(gp);
+    return { ok: s.status === 'joined' && s.nick === GUEST, why: JSON.stringify(s) };
+  });
+  await gp.locator('#chat-input').waitFor({ timeout: left() });
+  await say(gp, HELLO);
+
+  // --- each sees the other ---------------------------------------------------------------
+  const seen = await waitMessage(op, 'the owner', HELLO);
+  const hello = seen.s.messages.find((m) => m.text === HELLO);
+  assert(hello.nick === GUEST, `the owner sees "${HELLO}" from "${hello.nick}", not ${GUEST}`);
+  assert(hello.id, 'the message has no stanza-id (XEP-0359) in the page: moderation cannot name it');
+  log('test', `owner sees the guest's message (stanza-id ${hello.id})`);
+  await say(op, ANSWER);
+  const ans = await waitMessage(gp, 'the guest', ANSWER);
+  assert(ans.s.messages.find((m) => m.text === ANSWER).nick === 'alice', 'the answer is not from alice');
+  await waitMessage(gp, 'the guest', HELLO); // its own message came back from the room too
+
+  // --- markup stays text -------------------------------------------------------------------
+  await say(gp, MARKUP);
+  for (const [who, page] of [['owner', op], ['guest', gp]]) {
+    const s = (await waitMessage(page, `the ${who}`, MARKUP)).s;
+    assert(s.markup === 0, `${who}: the message text became ${s.markup} element(s)`);
+    assert(!s.xss, `${who}: the onerror handler in a message ran`);
+  }
+  log('test', 'markup in a message is shown as text on both pages');
+  await shot(op, 'owner');
+  await shot(gp, 'guest');
+
+  // --- the owner deletes the guest's hello -------------------------------------------------
+  const row = op.locator('.chat-msg', { hasText: HELLO });
+  await row.hover();
+  await row.getByRole('button', { name: `Moderate message from ${GUEST}` }).click({ timeout: left() });
+  await shot(op, 'moderation-menu');
+  await op.getByRole('menuitem', { name: 'Delete message' }).click({ timeout: left() });
+  await waitMessage(op, 'the owner', HELLO, { present: false });
+  await waitMessage(gp, 'the guest', HELLO, { present: false });
+  const after = await chatState(gp);
+  assert(after.messages.some((m) => m.text === ANSWER), 'deleting one message removed others too');
+  log('test', 'the deleted message is gone for both');
+
+  // --- the guest comes back: same name, history from the archive ---------------------------
+  await gp.reload({ waitUntil: 'load', timeout: left() });
+  const back = await until('the guest to rejoin with the history loaded', async () => {
+    const s = await chatState(gp);
+    return { ok: s.status === 'joined' && s.history === 'loaded', why: JSON.stringify(s), s };
+  });
+  assert(back.s.nick === GUEST, `after a reload the guest is "${back.s.nick}", not the remembered ${GUEST}`);
+  const texts = back.s.messages.map((m) => m.text);
+  assert(texts.includes(ANSWER) && texts.includes(MARKUP), `the history (MAM) lacks earlier messages: ${JSON.stringify(texts)}`);
+  assert(!texts.includes(HELLO), `the deleted message is back in the history: ${JSON.stringify(texts)}`);
+  assert(back.s.markup === 0 && !back.s.xss, 'markup from the history became elements');
+  log('test', `history after a reload: ${JSON.stringify(texts)}`);
+
+  // --- the pop-out and the OBS overlay ----------------------------------------------------------
+  const pop = await owner.newPage();
+  ctx.pages.push(['popout', pop]);
+  ctx.consoles.push(captureConsole(pop, 'popout'));
+  await pop.setViewportSize({ width: 420, height: 640 });
+  await pop.goto(`${hearth.url}/c/${encodeURIComponent(slug)}/chat`, { waitUntil: 'load', timeout: left() });
+  await waitMessage(pop, 'the pop-out', ANSWER);
+  assert(await pop.locator('header.bar').count() === 0, 'the pop-out has the site header');
+  assert(await pop.locator('#chat-input').count() === 1, 'the pop-out has no message input');
+  await shot(pop, 'popout');
+  await pop.goto(`${hearth.url}/c/${encodeURIComponent(slug)}/chat?overlay=1`, { waitUntil: 'load', timeout: left() });
+  await waitMessage(pop, 'the overlay', ANSWER);
+  assert(await pop.locator('#chat-input, .chat-mod-toggle').count() === 0, 'the overlay has an input or moderation buttons');
+  const bg = await pop.evaluate(() => [getComputedStyle(document.documentElement).backgroundColor, getComputedStyle(document.body).backgroundColor]);
+  assert(bg.every((c) => c === 'rgba(0, 0, 0, 0)' || c === 'transparent'), `the overlay background is not transparent: ${bg}`);
+  await shot(pop, 'overlay');
+}
+
+async function main() {
+  const tests = [['a guest and the owner chat; the owner deletes a message; history and pop-out', testGuestAndOwner]];
+  let passed = 0;
+  let failed = 0;
+  const watchdog = setTimeout(() => {
+    console.error(`FAIL: the chat browser test ran past ${TIMEOUT_S + 30} s; stopping everything`);
+    cleanupAll().finally(() => {
+      console.log(`${passed} passed, ${tests.length - passed} failed`);
+      process.exit(1);
+    });
+  }, (TIMEOUT_S + 30) * 1000);
+  watchdog.unref();
+
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  for (const f of fs.readdirSync(ARTIFACTS)) if (f.startsWith('chat-')) fs.rmSync(path.join(ARTIFACTS, f), { force: true });
+
+  for (const [name, fn] of tests) {
+    const dir = tempDir('hearth-chat-');
+    const ctx = { dir, pages: [], consoles: [] };
+    if (!KEEP_TMP) onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }), { late: true });
+    const t0 = Date.now();
+    try {
+      await fn(ctx);
+      passed++;
+      console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    } catch (e) {
+      failed++;
+      console.log(`FAIL ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${e instanceof Timeout ? e.message : e?.stack || e}`);
+      for (const [who, page] of ctx.pages) {
+        try {
+          await page.screenshot({ path: path.join(ARTIFACTS, `chat-failed-${who}.png`), timeout: 5000 });
+          console.log(`screenshot of the failure: test-artifacts/browser/chat-failed-${who}.png (${page.url()})`);
+        } catch {
+          // the page may be gone
+        }
+      }
+      if (ctx.hearth) console.log(`--- hearth log (tail)\n${tail(ctx.hearth.logFile, 40)}`);
+    }
+    const lines = ctx.consoles.flat();
+    fs.writeFileSync(path.join(ARTIFACTS, 'chat-console.log'), lines.join('\n') + '\n');
+    if (ctx.hearth) fs.copyFileSync(ctx.hearth.logFile, path.join(ARTIFACTS, 'chat-hearth.log'));
+    if (lines.length) {
+      console.log(`--- browser console (${lines.length}; also in test-artifacts/browser/chat-console.log)`);
+      for (const l of lines.slice(-30)) console.log(l);
+    }
+    await cleanupAll();
+  }
+  clearTimeout(watchdog);
+  console.log(`${passed} passed, ${failed} failed`);
+  return failed ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  async (e) => {
+    console.error(e?.stack || e);
+    await cleanupAll();
+    console.log('0 passed, 1 failed');
+    process.exit(1);
+  },
+);

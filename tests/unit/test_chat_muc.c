@@ -1,0 +1,793 @@
+/*
+ * The MUC room state machine (muc_room.c) through a fake environment: every
+ * stanza the room sends is serialized and kept with its recipient, and the
+ * tests look at what each occupant got. Join and leave presences with their
+ * status codes, nick conflicts and reserved nicks, roles and affiliations,
+ * kick (307), ban (301) including the guest's IP, voice and visitors, the
+ * rate limit, banned words, the length cap, the occupant cap, history on
+ * join, retraction and moderation, self-ping, policy reloads, destruction.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat/muc_room.h"
+#include "chat/stanza.h"
+#include "core/buf.h"
+
+#define MAXSENT 4096
+
+struct fake {
+    int64_t now;
+    size_t nsent;
+    char *to[MAXSENT], *xml[MAXSENT];
+    int archived, retracts, bans_added, bans_removed;
+    char last_ban_ip[64], last_ban_jid[128], last_retract_author[64], last_retract_sid[64];
+    int64_t last_ban_user;
+    size_t count;
+};
+
+static struct fake F;
+
+static void fake_send(void *ud, const struct xml_node *st, const char *to)
+{
+    struct fake *f = ud;
+    struct buf b;
+    buf_init(&b, 0);
+    assert_int_equal(xml_serialize(st, XMPP_NS_CLIENT, &b), 0);
+    buf_cstr(&b);
+    assert_true(f->nsent < MAXSENT);
+    f->to[f->nsent] = strdup(to);
+    f->xml[f->nsent++] = b.data;
+}
+
+static int64_t fake_now(void *ud) { return ((struct fake *)ud)->now; }
+
+static void fake_archive(void *ud, const struct muc_archived *m)
+{
+    struct fake *f = ud;
+    assert_non_null(m->stanza_id);
+    assert_non_null(m->occupant_id);
+    assert_null(xml_attr_get(m->st, "to"));
+    f->archived++;
+}
+
+static void fake_retract(void *ud, int64_t ch, const char *sid, const char *author, const char *by,
+                         const struct xml_node *ts)
+{
+    struct fake *f = ud;
+    f->retracts++;
+    snprintf(f->last_retract_author, sizeof f->last_retract_author, "%s", author ? author : "");
+    snprintf(f->last_retract_sid, sizeof f->last_retract_sid, "%s", sid);
+    assert_string_equal(ts->name, "retracted");
+}
+
+static void fake_ban_add(void *ud, int64_t ch, const struct muc_ban *b)
+{
+    struct fake *f = ud;
+    f->bans_added++;
+    snprintf(f->last_ban_ip, sizeof f->last_ban_ip, "%s", b->ip ? b->ip : "");
+    snprintf(f->last_ban_jid, sizeof f->last_ban_jid, "%s", b->jid ? b->jid : "");
+    f->last_ban_user = b->user_id;
+}
+
+static void fake_ban_remove(void *ud, int64_t ch, const char *jid) { ((struct fake *)ud)->bans_removed++; }
+static void fake_count(void *ud, int64_t ch, size_t n) { ((struct fake *)ud)->count = n; }
+
+static struct muc_env ENV = {
+    .ud = &F,
+    .muc_domain = "chat.example.org",
+    .user_domain = "example.org",
+    .guest_domain = "guest.example.org",
+    .max_occupants = 10,
+    .max_body_chars = 20,
+    .burst = 3,
+    .interval_ms = 1000,
+    .history_max = 5,
+    .history_default = 20,
+    .presence_full_max = 100,
+    .send = fake_send,
+    .now_ms = fake_now,
+    .archive = fake_archive,
+    .retract = fake_retract,
+    .ban_add = fake_ban_add,
+    .ban_remove = fake_ban_remove,
+    .count = fake_count,
+};
+
+static void clear(void)
+{
+    for (size_t i = 0; i < F.nsent; i++)
+        free(F.to[i]), free(F.xml[i]);
+    F.nsent = 0;
+}
+
+static void reset_fake(void)
+{
+    clear();
+    memset(&F, 0, sizeof F);
+    F.now = 1700000000000;
+}
+
+/* ---- building stanzas --------------------------------------------------- */
+
+static struct xml_node *parsed;
+static int on_st(void *ud, struct xml_node *st)
+{
+    parsed = st;
+    return 0;
+}
+
+static struct xml_node *parse(const char *s)
+{
+    static const struct xml_stream_callbacks cb = {.on_stanza = on_st};
+    struct xml_limits lim;
+    xml_limits_default(&lim);
+    lim.max_stanza = 1 << 20;
+    struct xml_stream *x = xml_stream_new(XML_MODE_FRAMED, &lim, &cb, NULL);
+    size_t used;
+    parsed = NULL;
+    assert_int_equal(xml_stream_feed_frame(x, s, strlen(s), &used), 0);
+    xml_stream_free(x);
+    assert_non_null(parsed);
+    return parsed;
+}
+
+static struct muc_policy *policy(void)
+{
+    struct muc_policy *p = calloc(1, sizeof *p);
+    p->channel_id = 7;
+    p->slug = strdup("room");
+    p->title = strdup("The Room");
+    p->description = strdup("desc");
+    p->owner_id = 1;
+    p->owner_name = strdup("owner");
+    p->guests_may_talk = true;
+    p->mods = calloc(1, sizeof *p->mods);
+    p->mods[0].user_id = 2;
+    p->mods[0].name = strdup("mod");
+    p->nmods = 1;
+    p->words = calloc(1, sizeof *p->words);
+    p->words[0] = strdup("darn");
+    p->nwords = 1;
+    return p;
+}
+
+/* Feed a stanza given as text; from and to are taken from the text. */
+static void feed(struct muc_room *r, const struct muc_who *who, int64_t nick_owner, const char *fmt, ...)
+{
+    char s[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s, sizeof s, fmt, ap);
+    va_end(ap);
+    struct xml_node *st = parse(s);
+    struct jid from, to;
+    assert_int_equal(stanza_jid(st, "from", &from), 0);
+    assert_int_equal(stanza_jid(st, "to", &to), 0);
+    switch (stanza_kind(st)) {
+    case STANZA_PRESENCE:
+        muc_room_presence(r, st, &from, &to, who, nick_owner);
+        break;
+    case STANZA_MESSAGE:
+        muc_room_message(r, st, &from, &to);
+        break;
+    default:
+        muc_room_iq(r, st, &from, &to);
+    }
+    jid_free(&from), jid_free(&to);
+    xml_node_free(st);
+}
+
+static const struct muc_who W_OWNER = {.user_id = 1, .account = "owner", .ip = "10.0.0.1"};
+static const struct muc_who W_MOD = {.user_id = 2, .account = "mod", .ip = "10.0.0.2"};
+static const struct muc_who W_ALICE = {.user_id = 3, .account = "alice", .ip = "10.0.0.3"};
+static const struct muc_who W_GUEST = {.guest = true, .ip = "192.0.2.9"};
+static const struct muc_who W_REMOTE = {0};
+
+static void join_as(struct muc_room *r, const struct muc_who *who, const char *jid, const char *nick)
+{
+    feed(r, who, 0,
+         "<presence from='%s' to='room@chat.example.org/%s'><x xmlns='http://jabber.org/protocol/muc'>"
+         "<history maxstanzas='0'/></x></presence>",
+         jid, nick);
+}
+
+/* Stanzas sent to `to` containing every one of the NULL-terminated needles. */
+static int count_to(const char *to, ...)
+{
+    int n = 0;
+    for (size_t i = 0; i < F.nsent; i++) {
+        if (strcmp(F.to[i], to) != 0)
+            continue;
+        va_list ap;
+        va_start(ap, to);
+        bool all = true;
+        for (const char *k; (k = va_arg(ap, const char *));)
+            if (!strstr(F.xml[i], k))
+                all = false;
+        va_end(ap);
+        n += all;
+    }
+    return n;
+}
+
+static const char *last_to(const char *to)
+{
+    for (size_t i = F.nsent; i-- > 0;)
+        if (strcmp(F.to[i], to) == 0)
+            return F.xml[i];
+    return "";
+}
+
+static struct muc_room *room_new(void)
+{
+    reset_fake();
+    struct muc_room *r = muc_room_new(&ENV, policy());
+    assert_non_null(r);
+    return r;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void test_join_and_leave(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    assert_int_equal(muc_room_count(r), 1);
+    assert_int_equal(F.count, 1);
+    /* self-presence: 110 (self) and 170 (logged), member/participant, its own JID */
+    assert_int_equal(count_to("alice@example.org/a", "from='room@chat.example.org/Alice'",
+                              "code='110'", "code='170'", "affiliation='member'",
+                              "role='participant'", "jid='alice@example.org/a'",
+                              "urn:xmpp:occupant-id:0", NULL),
+                     1);
+    /* semi-anonymous: no 100 */
+    assert_int_equal(count_to("alice@example.org/a", "code='100'", NULL), 0);
+    /* the subject comes last */
+    assert_non_null(strstr(last_to("alice@example.org/a"), "<subject>The Room</subject>"));
+
+    clear();
+    join_as(r, &W_GUEST, "g1@guest.example.org/x", "Guest");
+    /* the guest sees Alice without her real JID (not a moderator) */
+    assert_int_equal(count_to("g1@guest.example.org/x", "from='room@chat.example.org/Alice'", NULL), 1);
+    assert_int_equal(count_to("g1@guest.example.org/x", "jid='alice@example.org/a'", NULL), 0);
+    /* Alice is told, without the guest's JID and without 110 */
+    assert_int_equal(count_to("alice@example.org/a", "from='room@chat.example.org/Guest'", NULL), 1);
+    assert_int_equal(count_to("alice@example.org/a", "g1@guest", NULL), 0);
+    assert_int_equal(count_to("alice@example.org/a", "code='110'", NULL), 0);
+
+    /* the owner is a moderator and sees real JIDs */
+    clear();
+    join_as(r, &W_OWNER, "owner@example.org/o", "Owner");
+    assert_int_equal(count_to("owner@example.org/o", "code='110'", "affiliation='owner'",
+                              "role='moderator'", NULL),
+                     1);
+    assert_int_equal(count_to("owner@example.org/o", "jid='g1@guest.example.org/x'", NULL), 1);
+
+    clear();
+    feed(r, &W_GUEST, 0, "<presence type='unavailable' from='g1@guest.example.org/x' to='room@chat.example.org/Guest'/>");
+    assert_int_equal(muc_room_count(r), 2);
+    assert_int_equal(count_to("g1@guest.example.org/x", "type='unavailable'", "code='110'", NULL), 1);
+    assert_int_equal(count_to("alice@example.org/a", "type='unavailable'", "room@chat.example.org/Guest", NULL), 1);
+    /* the moderator's copy has the real JID */
+    assert_int_equal(count_to("owner@example.org/o", "type='unavailable'", "jid='g1@guest.example.org/x'", NULL), 1);
+
+    /* a session that vanished leaves too */
+    clear();
+    struct jid j;
+    jid_parse(&j, "alice@example.org/a");
+    muc_room_gone(r, &j);
+    jid_free(&j);
+    assert_int_equal(muc_room_count(r), 1);
+    assert_int_equal(count_to("owner@example.org/o", "type='unavailable'", "code='333'", NULL), 1);
+    muc_room_free(r);
+    clear();
+}
+
+static void test_nick_conflict_and_reserved(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    clear();
+    join_as(r, &W_GUEST, "g1@guest.example.org/x", "alice"); /* case-insensitive */
+    assert_int_equal(muc_room_count(r), 1);
+    assert_int_equal(count_to("g1@guest.example.org/x", "type='error'", "<conflict", NULL), 1);
+    /* the error keeps the MUC <x/> (XEP-0045 7.2.9) */
+    assert_int_equal(count_to("g1@guest.example.org/x", "http://jabber.org/protocol/muc'", NULL), 1);
+
+    /* "bob" is the account 9's name: others get 409, bob gets in */
+    clear();
+    feed(r, &W_GUEST, 9, "<presence from='g2@guest.example.org/x' to='room@chat.example.org/bob'/>");
+    assert_int_equal(count_to("g2@guest.example.org/x", "<conflict", NULL), 1);
+    struct muc_who bob = {.user_id = 9, .account = "bob"};
+    feed(r, &bob, 9, "<presence from='bob@example.org/b' to='room@chat.example.org/bob'/>");
+    assert_int_equal(muc_room_count(r), 2);
+
+    /* a nick change: 303 with the new nick, then the new presence */
+    clear();
+    feed(r, &W_ALICE, 0, "<presence from='alice@example.org/a' to='room@chat.example.org/Ally'/>");
+    assert_int_equal(count_to("bob@example.org/b", "type='unavailable'", "code='303'", "nick='Ally'", NULL), 1);
+    assert_int_equal(count_to("bob@example.org/b", "from='room@chat.example.org/Ally'", NULL), 1);
+    /* and to a nick in use: 409 */
+    clear();
+    feed(r, &W_ALICE, 0, "<presence from='alice@example.org/a' to='room@chat.example.org/BOB'/>");
+    assert_int_equal(count_to("alice@example.org/a", "<conflict", NULL), 1);
+    /* no nick at all: jid-malformed */
+    clear();
+    feed(r, &W_GUEST, 0, "<presence from='g3@guest.example.org/x' to='room@chat.example.org'/>");
+    assert_int_equal(count_to("g3@guest.example.org/x", "<jid-malformed", NULL), 1);
+    muc_room_free(r);
+    clear();
+}
+
+static void test_messages_ids_and_limits(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    join_as(r, &W_REMOTE, "carol@remote.example/c", "Carol");
+    clear();
+    feed(r, &W_ALICE, 0,
+         "<message type='groupchat' id='m1' from='alice@example.org/a' to='room@chat.example.org'>"
+         "<body>hello</body><stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='room@chat.example.org'/></message>");
+    assert_int_equal(count_to("carol@remote.example/c", "<body>hello</body>", "from='room@chat.example.org/Alice'",
+                              "urn:xmpp:sid:0", "urn:xmpp:occupant-id:0", "id='m1'", NULL),
+                     1);
+    assert_int_equal(count_to("carol@remote.example/c", "forged", NULL), 0);
+    /* the sender gets its echo */
+    assert_int_equal(count_to("alice@example.org/a", "<body>hello</body>", NULL), 1);
+    assert_int_equal(F.archived, 1);
+
+    /* too long (20 characters; "é" counts once) */
+    clear();
+    feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'>"
+                         "<body>ééééééééééééééééééé</body></message>");
+    assert_int_equal(count_to("carol@remote.example/c", NULL), 1);
+    feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'>"
+                         "<body>123456789012345678901</body></message>");
+    assert_int_equal(count_to("alice@example.org/a", "<not-acceptable", NULL), 1);
+    assert_int_equal(count_to("carol@remote.example/c", NULL), 1);
+
+    /* banned words: whole words, any case; "darned" is another word */
+    F.now += 10000;
+    clear();
+    feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'>"
+                         "<body>oh DARN it</body></message>");
+    assert_int_equal(count_to("alice@example.org/a", "<not-acceptable", NULL), 1);
+    feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'>"
+                         "<body>darned</body></message>");
+    assert_int_equal(count_to("carol@remote.example/c", "<body>darned</body>", NULL), 1);
+
+    /* rate limit: a burst of 3, then one per second */
+    F.now += 10000;
+    clear();
+    for (int i = 0; i < 4; i++)
+        feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'>"
+                             "<body>m%d</body></message>", i);
+    assert_int_equal(count_to("carol@remote.example/c", NULL), 3);
+    assert_int_equal(count_to("alice@example.org/a", "type='wait'", "<policy-violation", NULL), 1);
+    F.now += 1000;
+    feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'>"
+                         "<body>later</body></message>");
+    assert_int_equal(count_to("carol@remote.example/c", "<body>later</body>", NULL), 1);
+
+    /* not an occupant */
+    clear();
+    feed(r, &W_GUEST, 0, "<message type='groupchat' from='x@guest.example.org/x' to='room@chat.example.org'><body>hi</body></message>");
+    assert_int_equal(count_to("x@guest.example.org/x", "<not-acceptable", NULL), 1);
+    assert_int_equal(count_to("carol@remote.example/c", NULL), 0);
+
+    /* private message to a nick */
+    clear();
+    F.now += 10000;
+    feed(r, &W_REMOTE, 0, "<message type='chat' from='carol@remote.example/c' to='room@chat.example.org/Alice'><body>psst</body></message>");
+    assert_int_equal(count_to("alice@example.org/a", "from='room@chat.example.org/Carol'", "<body>psst</body>",
+                              "http://jabber.org/protocol/muc#user", NULL),
+                     1);
+    muc_room_free(r);
+    clear();
+}
+
+static void test_slow_mode(void **state)
+{
+    struct muc_room *r = room_new();
+    struct muc_policy *p = policy();
+    p->slow_mode_s = 30;
+    muc_room_set_policy(r, p);
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    clear();
+    for (int i = 0; i < 2; i++)
+        feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'><body>x</body></message>");
+    assert_int_equal(count_to("alice@example.org/a", "<body>x</body>", NULL), 1);
+    assert_int_equal(count_to("alice@example.org/a", "<policy-violation", NULL), 1);
+    F.now += 29000;
+    feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'><body>x</body></message>");
+    assert_int_equal(count_to("alice@example.org/a", "<policy-violation", NULL), 2);
+    F.now += 1000;
+    feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'><body>x</body></message>");
+    assert_int_equal(count_to("alice@example.org/a", "<body>x</body>", NULL), 2);
+    muc_room_free(r);
+    clear();
+}
+
+static void test_visitors_and_voice(void **state)
+{
+    struct muc_room *r = room_new();
+    struct muc_policy *p = policy();
+    p->guests_may_talk = false;
+    muc_room_set_policy(r, p);
+    join_as(r, &W_MOD, "mod@example.org/m", "Mod");
+    assert_int_equal(count_to("mod@example.org/m", "affiliation='admin'", "role='moderator'", "code='110'", NULL), 1);
+    join_as(r, &W_GUEST, "g1@guest.example.org/x", "Guest");
+    assert_int_equal(count_to("g1@guest.example.org/x", "role='visitor'", "code='110'", NULL), 1);
+    clear();
+    feed(r, &W_GUEST, 0, "<message type='groupchat' from='g1@guest.example.org/x' to='room@chat.example.org'><body>hi</body></message>");
+    assert_int_equal(count_to("g1@guest.example.org/x", "<forbidden", NULL), 1);
+    assert_int_equal(count_to("mod@example.org/m", "<body>hi</body>", NULL), 0);
+
+    /* voice */
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='set' id='v1' from='mod@example.org/m' to='room@chat.example.org'>"
+                       "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Guest' role='participant'/></query></iq>");
+    assert_int_equal(count_to("mod@example.org/m", "type='result'", "id='v1'", NULL), 1);
+    assert_int_equal(count_to("g1@guest.example.org/x", "role='participant'", "code='110'", NULL), 1);
+    feed(r, &W_GUEST, 0, "<message type='groupchat' from='g1@guest.example.org/x' to='room@chat.example.org'><body>hi</body></message>");
+    assert_int_equal(count_to("mod@example.org/m", "<body>hi</body>", NULL), 1);
+
+    /* a guest may not devoice anyone */
+    clear();
+    feed(r, &W_GUEST, 0, "<iq type='set' id='v2' from='g1@guest.example.org/x' to='room@chat.example.org'>"
+                         "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Mod' role='visitor'/></query></iq>");
+    assert_int_equal(count_to("g1@guest.example.org/x", "type='error'", "<forbidden", NULL), 1);
+    /* nor may a moderator devoice an admin */
+    join_as(r, &W_OWNER, "owner@example.org/o", "Owner");
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='set' id='v3' from='mod@example.org/m' to='room@chat.example.org'>"
+                       "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Owner' role='visitor'/></query></iq>");
+    assert_int_equal(count_to("mod@example.org/m", "<not-allowed", NULL), 1);
+
+    /* devoice again */
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='set' id='v4' from='mod@example.org/m' to='room@chat.example.org'>"
+                       "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Guest' role='visitor'/></query></iq>");
+    feed(r, &W_GUEST, 0, "<message type='groupchat' from='g1@guest.example.org/x' to='room@chat.example.org'><body>hi</body></message>");
+    assert_int_equal(count_to("g1@guest.example.org/x", "<forbidden", NULL), 1);
+    muc_room_free(r);
+    clear();
+}
+
+static void test_kick(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_MOD, "mod@example.org/m", "Mod");
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    join_as(r, &W_REMOTE, "carol@remote.example/c", "Carol");
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='set' id='k1' from='mod@example.org/m' to='room@chat.example.org'>"
+                       "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Alice' role='none'>"
+                       "<reason>spam</reason></item></query></iq>");
+    assert_int_equal(muc_room_count(r), 2);
+    assert_int_equal(count_to("alice@example.org/a", "type='unavailable'", "code='307'", "code='110'",
+                              "<reason>spam</reason>", "nick='Mod'", NULL),
+                     1);
+    assert_int_equal(count_to("carol@remote.example/c", "type='unavailable'", "code='307'", NULL), 1);
+    assert_int_equal(count_to("mod@example.org/m", "type='result'", "id='k1'", NULL), 1);
+    /* unknown nick */
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='set' id='k2' from='mod@example.org/m' to='room@chat.example.org'>"
+                       "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Nobody' role='none'/></query></iq>");
+    assert_int_equal(count_to("mod@example.org/m", "<item-not-found", NULL), 1);
+    /* a participant cannot kick */
+    clear();
+    feed(r, &W_REMOTE, 0, "<iq type='set' id='k3' from='carol@remote.example/c' to='room@chat.example.org'>"
+                          "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Mod' role='none'/></query></iq>");
+    assert_int_equal(count_to("carol@remote.example/c", "<forbidden", NULL), 1);
+    assert_int_equal(muc_room_count(r), 2);
+    muc_room_free(r);
+    clear();
+}
+
+static void test_ban_and_unban(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_MOD, "mod@example.org/m", "Mod");
+    join_as(r, &W_GUEST, "g1@guest.example.org/x", "Guest");
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='set' id='b1' from='mod@example.org/m' to='room@chat.example.org'>"
+                       "<query xmlns='http://jabber.org/protocol/muc#admin'><item jid='g1@guest.example.org' affiliation='outcast'>"
+                       "<reason>rude</reason></item></query></iq>");
+    assert_int_equal(count_to("g1@guest.example.org/x", "type='unavailable'", "code='301'", "code='110'",
+                              "affiliation='outcast'", NULL),
+                     1);
+    assert_int_equal(muc_room_count(r), 1);
+    assert_int_equal(F.bans_added, 1);
+    assert_string_equal(F.last_ban_ip, "192.0.2.9");
+    assert_string_equal(F.last_ban_jid, "g1@guest.example.org");
+
+    /* the same guest with a new throwaway JID, same address: refused */
+    clear();
+    join_as(r, &W_GUEST, "g2@guest.example.org/y", "Guest2");
+    assert_int_equal(count_to("g2@guest.example.org/y", "type='error'", "<forbidden", NULL), 1);
+    assert_int_equal(muc_room_count(r), 1);
+    /* a logged-in user from that address is not a guest: welcome */
+    struct muc_who acct = {.user_id = 4, .account = "dave", .ip = "192.0.2.9"};
+    join_as(r, &acct, "dave@example.org/d", "Dave");
+    assert_int_equal(muc_room_count(r), 2);
+
+    /* the outcast list */
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='get' id='l1' from='mod@example.org/m' to='room@chat.example.org'>"
+                       "<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast'/></query></iq>");
+    assert_int_equal(count_to("mod@example.org/m", "type='result'", "jid='g1@guest.example.org'", "<reason>rude</reason>", NULL), 1);
+
+    /* an account ban holds by user id */
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='set' id='b2' from='mod@example.org/m' to='room@chat.example.org'>"
+                       "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Dave' affiliation='outcast'/></query></iq>");
+    assert_int_equal(F.last_ban_user, 4);
+    assert_int_equal(muc_room_count(r), 1);
+    /* admins cannot be banned */
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='set' id='b3' from='mod@example.org/m' to='room@chat.example.org'>"
+                       "<query xmlns='http://jabber.org/protocol/muc#admin'><item jid='owner@example.org' affiliation='outcast'/></query></iq>");
+    assert_int_equal(count_to("mod@example.org/m", "<not-allowed", NULL), 1);
+
+    /* lifting: affiliation none */
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='set' id='u1' from='mod@example.org/m' to='room@chat.example.org'>"
+                       "<query xmlns='http://jabber.org/protocol/muc#admin'><item jid='g1@guest.example.org' affiliation='none'/></query></iq>");
+    assert_int_equal(F.bans_removed, 1);
+    join_as(r, &W_GUEST, "g3@guest.example.org/z", "Guest3");
+    assert_int_equal(muc_room_count(r), 2);
+
+    /* a ban arriving with a policy reload removes the occupant (301) */
+    clear();
+    struct muc_policy *p = policy();
+    struct muc_ban b = {.ip = "192.0.2.9", .site = true};
+    muc_policy_add_ban(p, &b);
+    muc_room_set_policy(r, p);
+    assert_int_equal(count_to("g3@guest.example.org/z", "type='unavailable'", "code='301'", NULL), 1);
+    assert_int_equal(muc_room_count(r), 1);
+    /* an expired ban is ignored */
+    p = policy();
+    b.expires_ms = F.now - 1;
+    muc_policy_add_ban(p, &b);
+    muc_room_set_policy(r, p);
+    join_as(r, &W_GUEST, "g4@guest.example.org/z", "Guest4");
+    assert_int_equal(muc_room_count(r), 2);
+    muc_room_free(r);
+    clear();
+}
+
+static void test_max_occupants(void **state)
+{
+    struct muc_room *r = room_new();
+    char jid[64], nick[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(jid, sizeof jid, "u%d@guest.example.org/r", i);
+        snprintf(nick, sizeof nick, "n%d", i);
+        join_as(r, &W_GUEST, jid, nick);
+    }
+    assert_int_equal(muc_room_count(r), 10);
+    clear();
+    join_as(r, &W_GUEST, "late@guest.example.org/r", "late");
+    assert_int_equal(count_to("late@guest.example.org/r", "<service-unavailable", NULL), 1);
+    /* moderators still get in */
+    join_as(r, &W_MOD, "mod@example.org/m", "Mod");
+    assert_int_equal(muc_room_count(r), 11);
+    muc_room_free(r);
+    clear();
+}
+
+static void test_history_on_join(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    for (int i = 0; i < 7; i++) {
+        F.now += 5000;
+        feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'>"
+                             "<body>msg%d</body></message>", i);
+    }
+    clear();
+    feed(r, &W_GUEST, 0, "<presence from='g@guest.example.org/x' to='room@chat.example.org/G'>"
+                         "<x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='2'/></x></presence>");
+    assert_int_equal(count_to("g@guest.example.org/x", "<body>", NULL), 2);
+    assert_int_equal(count_to("g@guest.example.org/x", "<body>msg6</body>", "urn:xmpp:delay", "stamp=", NULL), 1);
+    assert_int_equal(count_to("g@guest.example.org/x", "<body>msg5</body>", NULL), 1);
+    /* the ring holds 5: asking for all gives 5 */
+    clear();
+    feed(r, &W_GUEST, 0, "<presence from='h@guest.example.org/x' to='room@chat.example.org/H'/>");
+    assert_int_equal(count_to("h@guest.example.org/x", "<body>", NULL), 5);
+    /* seconds='12': the last two (5 s apart) and the one at exactly -10 s */
+    clear();
+    feed(r, &W_GUEST, 0, "<presence from='i@guest.example.org/x' to='room@chat.example.org/I'>"
+                         "<x xmlns='http://jabber.org/protocol/muc'><history seconds='12'/></x></presence>");
+    assert_int_equal(count_to("i@guest.example.org/x", "<body>", NULL), 3);
+    muc_room_free(r);
+    clear();
+}
+
+static const char *sid_of(const char *xml, char *out, size_t n)
+{
+    const char *p = strstr(xml, "<stanza-id");
+    assert_non_null(p);
+    p = strstr(p, " id='");
+    assert_non_null(p);
+    p += 5;
+    size_t k = strcspn(p, "'");
+    snprintf(out, n, "%.*s", (int)k, p);
+    return out;
+}
+
+static void test_retraction_and_moderation(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_MOD, "mod@example.org/m", "Mod");
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    join_as(r, &W_REMOTE, "carol@remote.example/c", "Carol");
+    clear();
+    feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'><body>oops</body></message>");
+    char sid[64];
+    sid_of(last_to("carol@remote.example/c"), sid, sizeof sid);
+
+    /* Carol may not retract Alice's message */
+    clear();
+    feed(r, &W_REMOTE, 0, "<message type='groupchat' from='carol@remote.example/c' to='room@chat.example.org'>"
+                          "<retract xmlns='urn:xmpp:message-retract:1' id='%s'/><body>/me retracted</body></message>", sid);
+    assert_int_equal(count_to("carol@remote.example/c", "<forbidden", NULL), 1);
+    assert_int_equal(F.retracts, 0);
+
+    /* Alice may */
+    clear();
+    F.now += 10000;
+    feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'>"
+                         "<retract xmlns='urn:xmpp:message-retract:1' id='%s'/><fallback xmlns='urn:xmpp:fallback:0'/>"
+                         "<body>retracted</body></message>", sid);
+    assert_int_equal(count_to("carol@remote.example/c", "urn:xmpp:message-retract:1", sid, NULL), 1);
+    assert_int_equal(F.retracts, 1);
+    assert_string_equal(F.last_retract_sid, sid);
+    assert_true(F.last_retract_author[0] != '\0'); /* only if Alice wrote it, in the archive too */
+
+    /* the tombstone replaces the message in the history */
+    clear();
+    feed(r, &W_GUEST, 0, "<presence from='g@guest.example.org/x' to='room@chat.example.org/G'/>");
+    assert_int_equal(count_to("g@guest.example.org/x", "<body>oops</body>", NULL), 0);
+    assert_int_equal(count_to("g@guest.example.org/x", "<retracted", sid, NULL), 1);
+
+    /* moderation, :1 and :0 forms in the announcement */
+    feed(r, &W_REMOTE, 0, "<message type='groupchat' from='carol@remote.example/c' to='room@chat.example.org'><body>spam</body></message>");
+    sid_of(last_to("alice@example.org/a"), sid, sizeof sid);
+    clear();
+    feed(r, &W_ALICE, 0, "<iq type='set' id='x1' from='alice@example.org/a' to='room@chat.example.org'>"
+                         "<moderate xmlns='urn:xmpp:message-moderate:1' id='%s'><retract xmlns='urn:xmpp:message-retract:1'/></moderate></iq>", sid);
+    assert_int_equal(count_to("alice@example.org/a", "<forbidden", NULL), 1);
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='set' id='x2' from='mod@example.org/m' to='room@chat.example.org'>"
+                       "<moderate xmlns='urn:xmpp:message-moderate:1' id='%s'><retract xmlns='urn:xmpp:message-retract:1'/>"
+                       "<reason>spam</reason></moderate></iq>", sid);
+    assert_int_equal(count_to("mod@example.org/m", "type='result'", "id='x2'", NULL), 1);
+    assert_int_equal(count_to("carol@remote.example/c", "urn:xmpp:message-moderate:1", "urn:xmpp:message-moderate:0",
+                              "urn:xmpp:fasten:0", "by='room@chat.example.org/Mod'", "<reason>spam</reason>", sid, NULL),
+                     1);
+    assert_int_equal(F.retracts, 2);
+    assert_string_equal(F.last_retract_author, ""); /* whoever wrote it */
+
+    /* the older form */
+    feed(r, &W_REMOTE, 0, "<message type='groupchat' from='carol@remote.example/c' to='room@chat.example.org'><body>more</body></message>");
+    sid_of(last_to("alice@example.org/a"), sid, sizeof sid);
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='set' id='x3' from='mod@example.org/m' to='room@chat.example.org'>"
+                       "<apply-to xmlns='urn:xmpp:fasten:0' id='%s'><moderate xmlns='urn:xmpp:message-moderate:0'>"
+                       "<retract xmlns='urn:xmpp:message-retract:0'/></moderate></apply-to></iq>", sid);
+    assert_int_equal(count_to("mod@example.org/m", "type='result'", "id='x3'", NULL), 1);
+    assert_int_equal(F.retracts, 3);
+
+    /* reactions are relayed and archived */
+    int before = F.archived;
+    clear();
+    feed(r, &W_REMOTE, 0, "<message type='groupchat' from='carol@remote.example/c' to='room@chat.example.org'>"
+                          "<reactions xmlns='urn:xmpp:reactions:0' id='%s'><reaction>+1</reaction></reactions></message>", sid);
+    assert_int_equal(count_to("alice@example.org/a", "urn:xmpp:reactions:0", NULL), 1);
+    assert_int_equal(F.archived, before + 1);
+    /* chat states are relayed, not archived */
+    feed(r, &W_REMOTE, 0, "<message type='groupchat' from='carol@remote.example/c' to='room@chat.example.org'>"
+                          "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>");
+    assert_int_equal(F.archived, before + 1);
+    muc_room_free(r);
+    clear();
+}
+
+static void test_iqs(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    join_as(r, &W_OWNER, "owner@example.org/o", "Owner");
+    /* self-ping */
+    clear();
+    feed(r, &W_ALICE, 0, "<iq type='get' id='p1' from='alice@example.org/a' to='room@chat.example.org/Alice'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert_int_equal(count_to("alice@example.org/a", "type='result'", "id='p1'", NULL), 1);
+    feed(r, &W_GUEST, 0, "<iq type='get' id='p2' from='x@guest.example.org/a' to='room@chat.example.org/Alice'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert_int_equal(count_to("x@guest.example.org/a", "type='error'", "<not-acceptable", NULL), 1);
+    /* disco#info */
+    clear();
+    feed(r, &W_GUEST, 0, "<iq type='get' id='d1' from='x@guest.example.org/a' to='room@chat.example.org'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    const char *d = last_to("x@guest.example.org/a");
+    assert_non_null(strstr(d, "category='conference'"));
+    assert_non_null(strstr(d, "muc_persistent"));
+    assert_non_null(strstr(d, "muc_semianonymous"));
+    assert_non_null(strstr(d, "urn:xmpp:mam:2"));
+    assert_non_null(strstr(d, "urn:xmpp:occupant-id:0"));
+    assert_non_null(strstr(d, "urn:xmpp:message-moderate:1"));
+    assert_non_null(strstr(d, "muc_unmoderated"));
+    assert_non_null(strstr(d, "<value>2</value>")); /* occupants */
+    /* the config form: owners read it, others may not, nobody sets it here */
+    clear();
+    feed(r, &W_OWNER, 0, "<iq type='get' id='c1' from='owner@example.org/o' to='room@chat.example.org'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>");
+    assert_int_equal(count_to("owner@example.org/o", "type='result'", "muc#roomconfig_roomname", "The Room", NULL), 1);
+    feed(r, &W_ALICE, 0, "<iq type='get' id='c2' from='alice@example.org/a' to='room@chat.example.org'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>");
+    assert_int_equal(count_to("alice@example.org/a", "<forbidden", NULL), 1);
+    feed(r, &W_OWNER, 0, "<iq type='set' id='c3' from='owner@example.org/o' to='room@chat.example.org'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>");
+    assert_int_equal(count_to("owner@example.org/o", "<not-allowed", NULL), 1);
+    /* subject: moderators only */
+    clear();
+    feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'><subject>mine</subject></message>");
+    assert_int_equal(count_to("alice@example.org/a", "<forbidden", NULL), 1);
+    feed(r, &W_OWNER, 0, "<message type='groupchat' from='owner@example.org/o' to='room@chat.example.org'><subject>New</subject></message>");
+    assert_int_equal(count_to("alice@example.org/a", "<subject>New</subject>", NULL), 1);
+    /* destroy on rename */
+    clear();
+    muc_room_destroy(r, "new@chat.example.org", "renamed");
+    assert_int_equal(muc_room_count(r), 0);
+    assert_int_equal(count_to("alice@example.org/a", "type='unavailable'", "<destroy", "jid='new@chat.example.org'", NULL), 1);
+    muc_room_free(r);
+    clear();
+}
+
+/* Large rooms: presence of late joiners goes to moderators only. */
+static void test_large_room_presence(void **state)
+{
+    struct muc_env env = ENV;
+    env.presence_full_max = 2;
+    env.max_occupants = 100;
+    reset_fake();
+    struct muc_room *r = muc_room_new(&env, policy());
+    join_as(r, &W_MOD, "mod@example.org/m", "Mod");
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    clear();
+    join_as(r, &W_GUEST, "g@guest.example.org/x", "G");
+    /* G (third) is told about both announced occupants; Alice is not told about G */
+    assert_int_equal(count_to("g@guest.example.org/x", "from='room@chat.example.org/Alice'", NULL), 1);
+    assert_int_equal(count_to("alice@example.org/a", "room@chat.example.org/G", NULL), 0);
+    assert_int_equal(count_to("mod@example.org/m", "room@chat.example.org/G", NULL), 1);
+    /* but G's messages reach everyone */
+    clear();
+    feed(r, &W_GUEST, 0, "<message type='groupchat' from='g@guest.example.org/x' to='room@chat.example.org'><body>hi</body></message>");
+    assert_int_equal(count_to("alice@example.org/a", "<body>hi</body>", NULL), 1);
+    muc_room_free(r);
+    clear();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_join_and_leave),
+        cmocka_unit_test(test_nick_conflict_and_reserved),
+        cmocka_unit_test(test_messages_ids_and_limits),
+        cmocka_unit_test(test_slow_mode),
+        cmocka_unit_test(test_visitors_and_voice),
+        cmocka_unit_test(test_kick),
+        cmocka_unit_test(test_ban_and_unban),
+        cmocka_unit_test(test_max_occupants),
+        cmocka_unit_test(test_history_on_join),
+        cmocka_unit_test(test_retraction_and_moderation),
+        cmocka_unit_test(test_iqs),
+        cmocka_unit_test(test_large_room_presence),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
