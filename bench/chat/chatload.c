@@ -91,6 +91,7 @@ static int o_pid;
 static double o_deadline = 600;
 static double o_slow_ms = 1000;
 static int o_body_pad = 40;
+static int o_join = 1; /* 0: stop after binding (the cost of a bare stream) */
 
 /* --- state ----------------------------------------------------------------------- */
 
@@ -491,6 +492,10 @@ static void on_plain(struct conn *c, const char *data, size_t len)
             return;
         rx_consume(c, c->rxlen);
         c->st = ST_JOIN;
+        if (!o_join) {
+            joined_one(c);
+            return;
+        }
         {
             char p[512];
             snprintf(p, sizeof p,
@@ -809,6 +814,8 @@ int main(int argc, char **argv)
             o_deadline = atof(v);
         else if (!strcmp(a, "--slow-ms"))
             o_slow_ms = atof(v);
+        else if (!strcmp(a, "--join"))
+            o_join = atoi(v);
         else if (!strcmp(a, "--pad"))
             o_body_pad = atoi(v);
         else if (!strcmp(a, "--rates")) {

@@ -827,15 +827,15 @@ static void run_patch(struct job *j, struct db *db)
     if (!parse_patch(j, b, &p, &cp, false))
         goto out;
     char err[256];
-    /* Chat settings first: they are checked already, and a failure then leaves nothing half done. */
-    int rc = chat_patch_apply(db, c->c.id, &cp);
-    if (rc < 0) {
-        db_fail(j, db, rc, "saving chat settings");
-        goto out;
-    }
-    rc = channel_update(db, c->c.slug, &p, c, err, sizeof err);
+    /* channel_update checks the rest (a topic may not exist); the chat fields are checked
+     * already, so after it only a database failure can stop them. */
+    int rc = channel_update(db, c->c.slug, &p, c, err, sizeof err);
     if (rc < 0) {
         fail_rc(j, rc, err);
+        goto out;
+    }
+    if ((rc = chat_patch_apply(db, c->c.id, &cp)) < 0) {
+        db_fail(j, db, rc, "saving chat settings");
         goto out;
     }
     /* The room's policy, subject (the title when it has none) or chat on/off may have changed. */

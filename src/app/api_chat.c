@@ -64,6 +64,7 @@
 #define BAN_DURATION_MAX (10LL * 366 * 24 * 3600)
 #define WORDS_BODY_MAX (1024u * 1024) /* 500 words of 100 characters, a character up to 12 bytes of JSON escapes */
 #define LIST_MAX 1000                /* bans listed at most */
+#define WORD_BYTES_MAX (4 * CHAT_BANNED_WORD_MAX + 64) /* a word with spaces around it */
 
 /* ==== small helpers ======================================================== */
 
@@ -950,14 +951,15 @@ static void put_words(struct call *c, int64_t channel_id)
     json_array_foreach(words, i, w)
     {
         const char *s = json_string_value(w);
-        char word[CHAT_BANNED_WORD_MAX * 4 + 1];
-        if (!s || !util_text_ok(s, NULL) || strlen(s) > 4 * CHAT_BANNED_WORD_MAX + 64) {
+        char word[WORD_BYTES_MAX + 1]; /* holds any string the check below lets through */
+        if (!s || !util_text_ok(s, NULL)) {
             bad(c->req, "each banned word is a string of text without control characters");
             goto out;
         }
-        if (!trim_word(s, word, sizeof word))
+        bool blank = strlen(s) <= WORD_BYTES_MAX && !trim_word(s, word, sizeof word);
+        if (blank)
             continue; /* blank lines of a text box */
-        if (utf8_chars(word) > CHAT_BANNED_WORD_MAX) {
+        if (strlen(s) > WORD_BYTES_MAX || utf8_chars(word) > CHAT_BANNED_WORD_MAX) {
             char msg[96];
             snprintf(msg, sizeof msg, "a banned word is at most %d characters",
                      CHAT_BANNED_WORD_MAX);

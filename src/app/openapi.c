@@ -18,7 +18,6 @@
  *   owner     the owner of the channel, or an admin
  *   streamer  a user with the streamer role, or an admin
  *   admin     an admin
- *   moderator the channel's owner, one of its chat moderators, or an admin
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -88,17 +87,17 @@ static const struct op ops[] = {
     {"POST", "/api/v1/topics", "Add a topic", "admin", "TopicCreate", 201, "Topic"},
     /* users (api_users.c) */
     {"GET", "/api/v1/users/:name", "A user's public profile: name, created_at and channels with live state (no e-mail); 404 for unknown or disabled accounts", "optional", NULL, 200, "UserProfile"},
-    /* chat (api_chat.c); "moderator": the channel's owner, its moderators, or an admin */
+    /* chat (api_chat.c); "user" routes marked "moderators:" are for the channel's owner, its chat moderators and admins */
     {"POST", "/api/v1/chat/token", "A short-lived token to log in to chat as the caller's account (XMPP SASL PLAIN, as the password)", "user", NULL, 200, "ChatToken"},
     {"GET", "/api/v1/channels/:slug/chat", "What a client needs to join the channel's chat room, its policy and occupant count; protected channels as GET /channels/:slug", "optional", NULL, 200, "ChatInfo"},
     {"GET", "/api/v1/channels/:slug/moderators", "The channel's chat moderators", "owner", NULL, 200, "ChatModeratorList"},
     {"POST", "/api/v1/channels/:slug/moderators", "Make a user a chat moderator of the channel (201; 200 when they were one)", "owner", "UserRef", 201, "ChatModerator"},
     {"DELETE", "/api/v1/channels/:slug/moderators/:name", "Remove a chat moderator", "owner", NULL, 204, NULL},
-    {"GET", "/api/v1/channels/:slug/bans", "Bans in force in the channel's chat room", "moderator", NULL, 200, "ChatBanList"},
-    {"POST", "/api/v1/channels/:slug/bans", "Ban an account or a JID from the room (until lifted, or for duration seconds); 409 for the owner, moderators and admins", "moderator", "ChatBanCreate", 201, "ChatBan"},
-    {"DELETE", "/api/v1/channels/:slug/bans/:id", "Lift a ban", "moderator", NULL, 204, NULL},
-    {"GET", "/api/v1/channels/:slug/banned-words", "Words the room refuses in messages", "moderator", NULL, 200, "BannedWords"},
-    {"PUT", "/api/v1/channels/:slug/banned-words", "Replace the room's banned words (at most 500, 100 characters each)", "moderator", "BannedWords", 200, "BannedWords"},
+    {"GET", "/api/v1/channels/:slug/bans", "Moderators: the bans in force in the channel's chat room", "user", NULL, 200, "ChatBanList"},
+    {"POST", "/api/v1/channels/:slug/bans", "Moderators: ban an account or a JID from the room (until lifted, or for duration seconds); 409 for the owner, moderators and admins", "user", "ChatBanCreate", 201, "ChatBan"},
+    {"DELETE", "/api/v1/channels/:slug/bans/:id", "Moderators: lift a ban", "user", NULL, 204, NULL},
+    {"GET", "/api/v1/channels/:slug/banned-words", "Moderators: the words the room refuses in messages", "user", NULL, 200, "BannedWords"},
+    {"PUT", "/api/v1/channels/:slug/banned-words", "Moderators: replace the room's banned words (at most 500, 100 characters each)", "user", "BannedWords", 200, "BannedWords"},
     {"GET", "/api/v1/admin/chat-bans", "Site-wide chat bans in force", "admin", NULL, 200, "ChatBanList"},
     {"POST", "/api/v1/admin/chat-bans", "Ban an account, a JID or an IP address from every room", "admin", "ChatBanCreate", 201, "ChatBan"},
     {"DELETE", "/api/v1/admin/chat-bans/:id", "Lift a site-wide ban", "admin", NULL, 204, NULL},

@@ -75,11 +75,12 @@ struct c2s_session {
     bool guest;
     bool sasl_wait_response; /* PLAIN without an initial response */
     int auth_failures;
-    char host[JID_PART_MAX + 1]; /* DOMAIN or guest.DOMAIN, from the first header */
-    char local[JID_PART_MAX + 1];
-    struct xmpp_account account;
+    /* Kept small: a room may hold 10,000 of these. */
+    const char *host;  /* DOMAIN or guest.DOMAIN (the server's strings), from the first header */
+    char *local;       /* the localpart, once authenticated */
+    struct xmpp_account *account; /* accounts, from authentication until bound */
     struct jid jid;    /* full, once bound */
-    char jid_text[JID_MAX + 1];
+    char *jid_text;    /* its text form */
 
     struct auth_job *auth; /* in flight */
     struct buf held;
@@ -110,7 +111,7 @@ static bool leave(struct c2s_session *s)
 
 static const char *who(const struct c2s_session *s)
 {
-    return s->jid_text[0] ? s->jid_text : "-";
+    return s->jid_text ? s->jid_text : "-";
 }
 
 /* ---- output ---------------------------------------------------------------------- */
@@ -157,7 +158,7 @@ static int write_header(struct c2s_session *s, struct buf *b, const char *to)
         return -EIO;
     struct stanza_header h = {
         .content_ns = XMPP_NS_CLIENT,
-        .from = s->host[0] ? s->host : xmpp_server_domain(s->srv),
+        .from = s->host ? s->host : xmpp_server_domain(s->srv),
         .to = to,
         .id = id,
         .lang = "en",
@@ -252,7 +253,7 @@ static void reply_error(struct c2s_session *s, const struct xml_node *st, enum s
         return;
     xml_attr_remove(r, "from");
     xml_attr_remove(r, "to");
-    if (s->jid_text[0])
+    if (s->jid_text)
         xml_attr_set(r, "to", s->jid_text);
     write_stanza(s, r);
     xml_node_free(r);
@@ -295,14 +296,14 @@ static int on_open(void *ud, const struct xml_open *o)
     bool known = o->to && jid_prep_domain(o->to, strlen(o->to), host, false) == 0 &&
                  (strcmp(host, xmpp_server_domain(srv)) == 0 ||
                   strcmp(host, xmpp_server_guest_domain(srv)) == 0);
-    if (!known || (s->host[0] && strcmp(host, s->host) != 0)) {
+    if (!known || (s->host && strcmp(host, s->host) != 0)) {
         stream_error(s, STANZA_STREAM_HOST_UNKNOWN,
                      o->to ? "this server does not serve that domain" : "the header has no to");
         return XML_STREAM_PAUSE;
     }
-    if (!s->host[0]) {
-        memcpy(s->host, host, sizeof host);
+    if (!s->host) {
         s->guest = strcmp(host, xmpp_server_guest_domain(srv)) == 0;
+        s->host = s->guest ? xmpp_server_guest_domain(srv) : xmpp_server_domain(srv);
     }
     if (!o->version || strncmp(o->version, "1.", 2) != 0) {
         stream_error(s, STANZA_STREAM_UNSUPPORTED_VERSION, "version 1.0 is required");
@@ -310,7 +311,7 @@ static int on_open(void *ud, const struct xml_open *o)
     }
     struct buf b;
     buf_init(&b, 0);
-    int rc = write_header(s, &b, s->authed && s->jid_text[0] ? s->jid_text : NULL);
+    int rc = write_header(s, &b, s->authed ? s->jid_text : NULL);
     s->header_sent = true;
     if (rc == 0)
         rc = send_buf(s, &b);
@@ -412,9 +413,16 @@ static void auth_done(void *arg)
     }
     switch (j->rc) {
     case 0:
-        memcpy(s->local, name, sizeof name);
-        s->account = j->account;
-        memcpy(s->account.name, name, sizeof name);
+        free(s->local);
+        free(s->account);
+        s->local = strdup(name);
+        s->account = malloc(sizeof *s->account);
+        if (!s->local || !s->account) {
+            stream_error(s, STANZA_STREAM_RESOURCE_CONSTRAINT, NULL);
+            break;
+        }
+        *s->account = j->account;
+        memcpy(s->account->name, name, sizeof name);
         sasl_success(s);
         if (!s->closing) {
             xml_stream_reset(s->xs);
@@ -527,8 +535,11 @@ static int on_sasl(struct c2s_session *s, struct xml_node *el)
     if (mech && strcmp(mech, "ANONYMOUS") == 0 && s->guest) {
         char rnd[33];
         random_hex(rnd, 8);
-        snprintf(s->local, sizeof s->local, "%s", rnd);
-        memset(&s->account, 0, sizeof s->account);
+        free(s->local);
+        if (!(s->local = strdup(rnd))) {
+            stream_error(s, STANZA_STREAM_RESOURCE_CONSTRAINT, NULL);
+            return XML_STREAM_PAUSE;
+        }
         sasl_success(s);
         s->pause = PAUSE_RESTART;
         return XML_STREAM_PAUSE;
@@ -560,10 +571,8 @@ static void on_bind(struct c2s_session *s, struct xml_node *iq, struct xml_node 
         random_hex(res, 8);
     }
     struct jid full = {0};
-    if (jid_set(&full, s->local, s->host, res) != 0 ||
-        jid_format(&full, s->jid_text, sizeof s->jid_text) != 0) {
+    if (jid_set(&full, s->local, s->host, res) != 0 || !(s->jid_text = jid_to_string(&full, false))) {
         jid_free(&full);
-        s->jid_text[0] = '\0';
         reply_error(s, iq, STANZA_COND_INTERNAL_SERVER_ERROR, NULL);
         return;
     }
@@ -577,13 +586,16 @@ static void on_bind(struct c2s_session *s, struct xml_node *iq, struct xml_node 
     } else if (old) {
         xmpp_server_session_remove(s->srv, &full);
     }
-    struct xmpp_peer peer = {.guest = s->guest, .websocket = s->websocket, .account = s->account};
+    struct xmpp_peer peer = {.guest = s->guest, .websocket = s->websocket};
+    if (s->account)
+        peer.account = *s->account;
     snprintf(peer.ip, sizeof peer.ip, "%s", s->ip);
     int rc = xmpp_server_session_add(s->srv, &full, &c2s_ops, s, &peer);
     if (rc != 0) {
         log_warn("xmpp c2s %s: cannot register %s: %s", s->ip, s->jid_text, strerror(-rc));
         jid_free(&full);
-        s->jid_text[0] = '\0';
+        free(s->jid_text);
+        s->jid_text = NULL;
         reply_error(s, iq, rc == -EEXIST ? STANZA_COND_CONFLICT
                                          : STANZA_COND_RESOURCE_CONSTRAINT, NULL);
         return;
@@ -591,6 +603,8 @@ static void on_bind(struct c2s_session *s, struct xml_node *iq, struct xml_node 
     s->jid = full;
     s->registered = true;
     s->bound = true;
+    free(s->account); /* the router's copy is the one that counts now */
+    s->account = NULL;
 
     struct xml_node *r = xml_element_new("iq", XMPP_NS_CLIENT);
     const char *id = xml_attr_get(iq, "id");
@@ -891,6 +905,9 @@ static void session_destroy(struct c2s_session *s)
         s->auth = NULL;
     }
     jid_free(&s->jid);
+    free(s->jid_text);
+    free(s->local);
+    free(s->account);
     xml_stream_free(s->xs);
     buf_free(&s->held);
     free(s);

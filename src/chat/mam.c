@@ -21,8 +21,6 @@
 #include "core/util.h"
 #include "store/db.h"
 
-int64_t muc_parse_stamp(const char *s); /* muc_room.c */
-
 /* ---- parsing stored stanzas -------------------------------------------- */
 
 static int on_one(void *ud, struct xml_node *st)

@@ -378,9 +378,7 @@ static int64_t parse_stamp(const char *s)
     return -1;
 }
 
-int64_t muc_parse_stamp(const char *s);
 int64_t muc_parse_stamp(const char *s) { return parse_stamp(s); }
-void muc_fmt_stamp(int64_t ms, char out[32]);
 void muc_fmt_stamp(int64_t ms, char out[32]) { fmt_stamp(ms, out); }
 
 /* ---- presence --------------------------------------------------------- */
@@ -1605,6 +1603,21 @@ void muc_room_destroy(struct muc_room *r, const char *alt_jid, const char *reaso
             if (s && !xml_attr_set(s, "code", "110"))
                 send_to(r, p, o);
         }
+        xml_node_free(p);
+        occ_free(o);
+    }
+}
+
+void muc_room_shutdown(struct muc_room *r)
+{
+    static const int c332[] = {332};
+    struct pres_opts po = {.unavailable = true, .codes = c332, .ncodes = 1};
+    while (r->nocc) {
+        struct occ *o = r->occ[r->nocc - 1];
+        occ_remove(r, o);
+        struct xml_node *p = build_presence(r, o, &po, true, true);
+        if (p)
+            send_to(r, p, o);
         xml_node_free(p);
         occ_free(o);
     }

@@ -191,6 +191,13 @@ bool muc_room_may_read(const struct muc_room *r, const struct jid *full, const s
 /* Whether full is an occupant. */
 bool muc_room_is_occupant(const struct muc_room *r, const struct jid *full);
 
+/* Everyone leaves with status 332 (the service is shutting down). */
+void muc_room_shutdown(struct muc_room *r);
+
+/* XEP-0082 date-times: parse to Unix ms (-1 when malformed), format. */
+int64_t muc_parse_stamp(const char *s);
+void muc_fmt_stamp(int64_t ms, char out[32]);
+
 /* XEP-0421 id for a real bare JID in this room (23 bytes with the NUL). */
 void muc_room_occupant_id(const struct muc_room *r, const char *bare, char out[23]);
 

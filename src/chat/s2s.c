@@ -976,6 +976,12 @@ static int in_stanza(struct s2s_conn *c, struct xml_node *st)
     } else if (stanza_kind(st) != STANZA_OTHER && strcmp(ns, XMPP_NS_SERVER) == 0) {
         c->last_stanza = now_ms(c->s);
         return in_route(c, st);
+    } else if (strcmp(ns, XMPP_NS_STREAMS) == 0 && strcmp(name, "error") == 0) {
+        struct xml_node *cond = xml_first_element(st);
+        clog_info(c, "stream error from the peer: %s", cond ? cond->name : "?");
+        xml_node_free(st);
+        conn_close(c, -1, NULL);
+        return -1;
     } else if (strcmp(ns, XMPP_NS_TLS) == 0) {
         xml_node_free(st);
         conn_close(c, STANZA_STREAM_POLICY_VIOLATION, "TLS is already on");

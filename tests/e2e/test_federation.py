@@ -307,6 +307,10 @@ def run_federation(bin_path, start_server, tmp_path, secure):
             loop.run_until_complete(asyncio.wait_for(
                 scenario(room, hearth_c2s, prosody.c2s_port), 120))
         finally:
+            tasks = asyncio.all_tasks(loop)
+            for t in tasks:
+                t.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             loop.close()
             asyncio.set_event_loop(None)
     except BaseException:
@@ -440,11 +444,21 @@ def plaintext_refused(ip, port):
 
 
 def test_federation_dialback(bin_path, start_server, tmp_path):
-    srv, _ = run_federation(bin_path, start_server, tmp_path, secure=False)
-    plaintext_refused(HEARTH_IP, S2S_PORT)
-    assert "plaintext federation is refused" in srv.log()
+    run_federation(bin_path, start_server, tmp_path, secure=False)
 
 
 def test_federation_sasl_external(bin_path, start_server, tmp_path):
-    srv, _ = run_federation(bin_path, start_server, tmp_path, secure=True)
-    plaintext_refused(HEARTH_IP, S2S_PORT)
+    run_federation(bin_path, start_server, tmp_path, secure=True)
+
+
+def test_plaintext_s2s_refused(start_server):
+    port = free_port()
+    srv = start_server(env={
+        "HEARTH_XMPP_DOMAIN": HEARTH,
+        "HEARTH_XMPP_C2S_LISTEN": f"127.0.0.1:{free_port()}",
+        "HEARTH_XMPP_S2S_LISTEN": f"127.0.0.1:{port}",
+        "HEARTH_XMPP_FEDERATION": "true",
+    })
+    plaintext_refused("127.0.0.1", port)
+    assert "plaintext federation is refused" in srv.log()
+    assert srv.alive()

@@ -1,4 +1,3 @@
-/// <reference types="vite/client" />
 // Settings: profile (e-mail, password, two-factor login, account deletion),
 // channels (list, create, edit, avatar and banner, stream key with copy and
 // regenerate next to the OBS settings, invite code and invited users for
@@ -8,7 +7,6 @@
 //
 // Secrets the server shows once (a new invite code, an API key, a TOTP
 // secret) live only in this page's state: reloading the page forgets them.
-import type { ComponentType } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 
 import {
@@ -16,16 +14,7 @@ import {
   type ApiKey, type Channel, type Notification, type Topic, type User,
 } from './api';
 import { ErrorBox, Field, navigate, RequireLogin, useSession, useTitle } from './app';
-
-// The chat settings of a channel (web/src/chat_settings.tsx, written beside
-// this page). Found at build time: an eager glob is a plain import when the
-// file is there and an empty object when it is not, so this page builds
-// either way.
-const chatSettingsModules = import.meta.glob<{ ChatSettings?: ComponentType<{ slug: string }> }>(
-  './chat_settings.tsx',
-  { eager: true },
-);
-const ChatSettings = Object.values(chatSettingsModules)[0]?.ChatSettings;
+import { ChatSettings } from './chat_settings';
 
 const TABS: [string, string][] = [
   ['/settings', 'Profile'],
@@ -569,11 +558,9 @@ function ChannelEdit({ slug }: { slug: string }) {
         <ImageField ch={ch} kind="banner" onChange={load} />
       </section>
       {ch.protected ? <Protection ch={ch} onChange={load} /> : null}
-      {ChatSettings ? (
-        <section class="card-form" id="chat-settings" aria-label="Chat settings">
-          <ChatSettings slug={ch.slug} />
-        </section>
-      ) : null}
+      <section class="card-form" id="chat-settings" aria-label="Chat settings">
+        <ChatSettings slug={ch.slug} />
+      </section>
       <section class="card-form danger">
         <h2>Delete</h2>
         <button type="button" class="danger" onClick={remove}>
