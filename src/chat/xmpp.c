@@ -554,6 +554,11 @@ void xmpp_server_session_remove(struct xmpp_server *srv, const struct jid *full)
         srv->nwebsocket--;
     free(e->full);
     free(e);
+    xmpp_server_notify_gone(srv, full);
+}
+
+void xmpp_server_notify_gone(struct xmpp_server *srv, const struct jid *full)
+{
     /* Watchers (the MUC) drop whatever the JID held. */
     for (size_t i = 0; i < srv->nwatchers; i++)
         srv->watchers[i].fn(srv->watchers[i].ud, full);

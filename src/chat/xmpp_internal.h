@@ -14,4 +14,8 @@
 void *xmpp_server_session_find(const struct xmpp_server *srv, const struct jid *full,
                                const struct xmpp_session_ops **ops);
 
+/* Tell the session-gone watchers (the MUC) that full went away without
+ * being a local session: a remote occupant whose s2s stream died. */
+void xmpp_server_notify_gone(struct xmpp_server *srv, const struct jid *full);
+
 #endif

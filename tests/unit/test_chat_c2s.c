@@ -598,7 +598,7 @@ static void on_timer(uv_timer_t *t)
 }
 #define NULL_TIMER on_timer
 
-static void test_post_and_work(void **state)
+static void test_post(void **state)
 {
     (void)state;
     static int one = 1;
@@ -632,7 +632,7 @@ int main(void)
         cmocka_unit_test(test_before_bind_and_limits),
         cmocka_unit_test(test_bad_xml),
         cmocka_unit_test(test_table_10000),
-        cmocka_unit_test(test_post_and_work),
+        cmocka_unit_test(test_post),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

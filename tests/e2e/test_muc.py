@@ -1,0 +1,623 @@
+"""
+Channel chat rooms (XEP-0045 on chat.<domain>, src/chat/muc*.c, mam.c)
+against a real `hearth serve`, with slixmpp clients over TCP (STARTTLS,
+the generated certificate accepted): guests and accounts joining and
+talking, stanza-id and occupant-id on every message, join history with
+delays, MAM with RSM paging, kick, ban (the guest's address too), voice in
+a room where guests are visitors, retraction and moderation leaving
+tombstones in the archive, self-ping, the length cap, the rate limit,
+banned words, and a client that sends bad XML being cut off while the room
+carries on.
+
+The tests send raw stanzas (send_raw) and look at everything that comes
+back, so they check the protocol rather than slixmpp's MUC plugin.
+"""
+import asyncio
+import glob
+import re
+import socket
+import sqlite3
+import ssl
+import subprocess
+import time
+import uuid
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from hearthtest import HOST, Server, make_static_tree
+
+PASSWORD = "correct horse battery staple"
+DOMAIN = "localhost"
+GUEST = "guest." + DOMAIN
+MUC = "chat." + DOMAIN
+DEADLINE = 10.0
+
+NS_USER = "{http://jabber.org/protocol/muc#user}"
+NS_MAM = "{urn:xmpp:mam:2}"
+NS_RSM = "{http://jabber.org/protocol/rsm}"
+
+slixmpp = pytest.importorskip("slixmpp")
+from slixmpp.xmlstream.handler import Callback  # noqa: E402
+from slixmpp.xmlstream.matcher import MatchXPath  # noqa: E402
+
+
+# --- the server ---------------------------------------------------------------------------
+
+
+def cli(srv, *args, input=None):
+    res = subprocess.run([srv.bin, *args], input=input, env=srv.env(), capture_output=True,
+                         text=True, timeout=60, cwd=str(srv.base))
+    assert res.returncode == 0, f"hearth {' '.join(args)}: {res.stderr}"
+    return res
+
+
+def sql(srv, query, *args):
+    paths = glob.glob(str(srv.data_dir / "*.db"))
+    assert paths, "no database file"
+    con = sqlite3.connect(paths[0], timeout=10)
+    try:
+        rows = con.execute(query, args).fetchall()
+        con.commit()
+        return rows
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def msrv(bin_path, tmp_path_factory):
+    base = tmp_path_factory.mktemp("muc")
+    tree = make_static_tree(base)
+    srv = Server(bin_path, base / "srv", static_dir=tree.static_dir,
+                 env={"HEARTH_XMPP_FEDERATION": "false", "HEARTH_XMPP_DOMAIN": DOMAIN,
+                      "HEARTH_XMPP_MAX_MESSAGE_LENGTH": "100",
+                      "HEARTH_XMPP_MESSAGE_BURST": "5",
+                      "HEARTH_XMPP_MESSAGE_INTERVAL": "1s"})
+    srv.start()
+    for name in ("alice", "bob"):
+        cli(srv, "user", "add", name, "--password-stdin", input=PASSWORD + "\n")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def server(msrv):
+    assert msrv.alive(), "server died before this test:\n" + msrv.log_tail()
+    yield msrv
+    assert msrv.alive(), "server died during this test:\n" + msrv.log_tail()
+
+
+def channel(srv, **cols):
+    """A new channel owned by alice; its room JID."""
+    title = "Room " + uuid.uuid4().hex[:8]
+    res = cli(srv, "channel", "add", "--owner", "alice", "--title", title, "--json")
+    slug = re.search(r'"slug":\s*"([^"]+)"', res.stdout).group(1)
+    for k, v in cols.items():
+        sql(srv, f"UPDATE channels SET {k} = ? WHERE slug = ?", v, slug)
+    return f"{slug}@{MUC}", slug
+
+
+# --- slixmpp in one event loop per test ----------------------------------------------------
+
+
+def run(coro):
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(asyncio.wait_for(coro, 90))
+    finally:
+        pending = asyncio.all_tasks(loop)
+        for t in pending:
+            t.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+async def login(srv, jid, password="", mech=None):
+    x = slixmpp.ClientXMPP(jid, password, sasl_mech=mech)
+    x.enable_plaintext = False
+    x.ssl_context.check_hostname = False
+    x.ssl_context.verify_mode = ssl.CERT_NONE
+    x.got = []
+    for kind in ("message", "presence", "iq"):
+        x.register_handler(Callback(f"muc-test-{kind}", MatchXPath("{jabber:client}%s" % kind),
+                                    lambda st, x=x: x.got.append(st.xml)))
+    result = asyncio.get_event_loop().create_future()
+
+    def done(what):
+        if not result.done():
+            result.set_result(what)
+
+    x.add_event_handler("session_bind", lambda _: done("ok"))
+    x.add_event_handler("failed_all_auth", lambda _: done("failed_auth"))
+    x.add_event_handler("connection_failed", lambda _: done("connection_failed"))
+    x.add_event_handler("disconnected", lambda _: done("disconnected"))
+    x.connect(address=(HOST, srv.c2s_port), force_starttls=True)
+    got = await asyncio.wait_for(result, DEADLINE)
+    assert got == "ok", got
+    return x
+
+
+async def guest(srv):
+    return await login(srv, GUEST, mech="ANONYMOUS")
+
+
+async def account(srv, name, resource="r"):
+    return await login(srv, f"{name}@{DOMAIN}/{resource}", PASSWORD)
+
+
+async def bye(*clients):
+    for x in clients:
+        w = x.disconnect()
+        if w is not None:
+            try:
+                await asyncio.wait_for(w, 5)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                pass
+
+
+def text(el):
+    return ET.tostring(el, encoding="unicode")
+
+
+async def wait(x, pred, timeout=DEADLINE, what="a stanza"):
+    """The first stanza x got that pred accepts (removed from x.got)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for i, el in enumerate(x.got):
+            if pred(el):
+                return x.got.pop(i)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} for {x.boundjid}; got:\n" +
+                                 "\n".join(text(e) for e in x.got[-15:]))
+        await asyncio.sleep(0.02)
+
+
+async def quiet(x, pred, seconds=0.5):
+    """Nothing pred accepts arrives within seconds."""
+    await asyncio.sleep(seconds)
+    return not any(pred(el) for el in x.got)
+
+
+def codes(el):
+    return {s.get("code") for s in el.iter(NS_USER + "status")}
+
+
+def is_(kind, frm=None, typ=None):
+    def p(el):
+        return (el.tag == "{jabber:client}" + kind and (frm is None or el.get("from") == frm)
+                and (typ is None or el.get("type") == typ))
+    return p
+
+
+def body_is(b):
+    return lambda el: el.tag == "{jabber:client}message" and el.findtext("{jabber:client}body") == b
+
+
+def error_cond(el):
+    e = el.find("{jabber:client}error")
+    if e is None:
+        return None
+    for c in e:
+        if c.tag.startswith("{urn:ietf:params:xml:ns:xmpp-stanzas}") and not c.tag.endswith("text"):
+            return c.tag.split("}")[1]
+    return None
+
+
+async def join(x, room, nick, history=None, expect_ok=True):
+    h = f"<history {history}/>" if history else ""
+    x.send_raw(f"<presence to='{room}/{nick}'><x xmlns='http://jabber.org/protocol/muc'>{h}</x></presence>")
+    p = await wait(x, lambda el: el.tag == "{jabber:client}presence" and
+                   el.get("from") == f"{room}/{nick}" and ("110" in codes(el) or el.get("type") == "error"),
+                   what=f"self-presence in {room}")
+    if expect_ok:
+        assert p.get("type") is None, text(p)
+        # the subject ends the join
+        await wait(x, lambda el: el.find("{jabber:client}subject") is not None, what="subject")
+    return p
+
+
+def say(x, room, body, extra="", mid=None):
+    mid = mid or uuid.uuid4().hex
+    x.send_raw(f"<message type='groupchat' to='{room}' id='{mid}'><body>{body}</body>{extra}</message>")
+    return mid
+
+
+async def iq(x, to, payload, typ="set"):
+    qid = uuid.uuid4().hex
+    x.send_raw(f"<iq type='{typ}' to='{to}' id='{qid}'>{payload}</iq>")
+    return await wait(x, lambda el: el.tag == "{jabber:client}iq" and el.get("id") == qid,
+                      what=f"iq answer {qid}")
+
+
+def stanza_id(el):
+    s = el.find("{urn:xmpp:sid:0}stanza-id")
+    return s.get("id") if s is not None else None
+
+
+def occupant_id(el):
+    s = el.find("{urn:xmpp:occupant-id:0}occupant-id")
+    return s.get("id") if s is not None else None
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+def test_guest_and_account_join_and_talk(server):
+    room, slug = channel(server)
+
+    async def go():
+        a = await account(server, "alice")
+        g = await guest(server)
+        p = await join(a, room, "alice")
+        assert {"110", "170"} <= codes(p) and "100" not in codes(p)  # semi-anonymous, logged
+        item = p.find(NS_USER + "x").find(NS_USER + "item")
+        assert item.get("affiliation") == "owner" and item.get("role") == "moderator"
+        alice_oid = occupant_id(p)
+        assert alice_oid
+        p = await join(g, room, "viewer")
+        item = p.find(NS_USER + "x").find(NS_USER + "item")
+        assert item.get("affiliation") == "none" and item.get("role") == "participant"
+        # alice (a moderator) sees the guest's real JID; the guest does not see hers
+        pa = await wait(a, is_("presence", f"{room}/viewer"))
+        assert pa.find(NS_USER + "x").find(NS_USER + "item").get("jid") == str(g.boundjid)
+        await wait(g, is_("presence", f"{room}/alice"))  # occupant list (came before self)
+        say(g, room, "hello room", mid="m-1")
+        m = await wait(a, body_is("hello room"))
+        assert m.get("from") == f"{room}/viewer" and m.get("id") == "m-1"
+        sid = stanza_id(m)
+        assert sid and m.find("{urn:xmpp:sid:0}stanza-id").get("by") == room
+        oid = occupant_id(m)
+        assert oid
+        echo = await wait(g, body_is("hello room"))  # the sender's echo, same ids
+        assert stanza_id(echo) == sid and occupant_id(echo) == oid
+        # occupant-id is stable per user: alice's in presence and message agree
+        say(a, room, "hi viewer")
+        m2 = await wait(g, body_is("hi viewer"))
+        assert occupant_id(m2) == alice_oid and alice_oid != oid
+        # disco#info of the room
+        info = await iq(g, room, "<query xmlns='http://jabber.org/protocol/disco#info'/>", "get")
+        feats = {f.get("var") for f in info.iter("{http://jabber.org/protocol/disco#info}feature")}
+        assert {"http://jabber.org/protocol/muc", "muc_persistent", "muc_public", "muc_open",
+                "muc_semianonymous", "urn:xmpp:mam:2", "urn:xmpp:sid:0",
+                "urn:xmpp:occupant-id:0", "urn:xmpp:message-moderate:1"} <= feats
+        # the service lists the room (it has occupants)
+        items = await iq(g, MUC, "<query xmlns='http://jabber.org/protocol/disco#items'/>", "get")
+        assert room in {i.get("jid") for i in items.iter("{http://jabber.org/protocol/disco#items}item")}
+        sinfo = await iq(g, MUC, "<query xmlns='http://jabber.org/protocol/disco#info'/>", "get")
+        ident = sinfo.find("{http://jabber.org/protocol/disco#info}query/{http://jabber.org/protocol/disco#info}identity")
+        assert ident.get("category") == "conference" and ident.get("type") == "text"
+        # self-ping (XEP-0410)
+        r = await iq(g, f"{room}/viewer", "<ping xmlns='urn:xmpp:ping'/>", "get")
+        assert r.get("type") == "result", text(r)
+        # leaving
+        g.send_raw(f"<presence type='unavailable' to='{room}/viewer'/>")
+        lp = await wait(a, is_("presence", f"{room}/viewer", "unavailable"))
+        assert lp is not None
+        r = await iq(g, f"{room}/viewer", "<ping xmlns='urn:xmpp:ping'/>", "get")
+        assert r.get("type") == "error" and error_cond(r) == "not-acceptable"
+        await bye(a, g)
+
+    run(go())
+
+
+def test_reserved_nick_and_conflict(server):
+    room, _ = channel(server)
+
+    async def go():
+        g = await guest(server)
+        b = await account(server, "bob")
+        p = await join(g, room, "Alice", expect_ok=False)  # alice's account name
+        assert p.get("type") == "error" and error_cond(p) == "conflict", text(p)
+        await join(b, room, "bob")  # his own name: fine
+        g2 = await guest(server)
+        p = await join(g2, room, "BOB", expect_ok=False)  # in use (and reserved)
+        assert error_cond(p) == "conflict"
+        await join(g, room, "someone")
+        await bye(g, b, g2)
+
+    run(go())
+
+
+def test_history_on_join_and_mam_paging(server):
+    room, _ = channel(server)
+
+    async def go():
+        a = await account(server, "alice")
+        await join(a, room, "alice")
+        for i in range(7):
+            say(a, room, f"msg {i}")
+            await wait(a, body_is(f"msg {i}"))
+        g = await guest(server)
+        await join(g, room, "late", history="maxstanzas='3'")
+        hist = [el for el in g.got if el.findtext("{jabber:client}body")]
+        assert [el.findtext("{jabber:client}body") for el in hist] == ["msg 4", "msg 5", "msg 6"]
+        for el in hist:
+            d = el.find("{urn:xmpp:delay}delay")
+            assert d is not None and d.get("from") == room and d.get("stamp")
+
+        # give the archive a moment to be written (batched on a worker)
+        await asyncio.sleep(0.5)
+
+        async def page(rsm, qid):
+            r = await iq(g, room, f"<query xmlns='urn:xmpp:mam:2' queryid='{qid}'>"
+                                  f"<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set></query>")
+            assert r.get("type") == "result", text(r)
+            res = [el for el in g.got if el.find(NS_MAM + "result") is not None and
+                   el.find(NS_MAM + "result").get("queryid") == qid]
+            for el in res:
+                g.got.remove(el)
+            fin = r.find(NS_MAM + "fin")
+            bodies = [el.find(f"{NS_MAM}result/{{urn:xmpp:forward:0}}forwarded/{{jabber:client}}message")
+                      .findtext("{jabber:client}body") for el in res]
+            return bodies, fin, res
+
+        bodies, fin, res = await page("<max>3</max>", "q1")
+        assert bodies == ["msg 0", "msg 1", "msg 2"]
+        assert fin.get("complete") != "true"
+        last = fin.find(NS_RSM + "set").findtext(NS_RSM + "last")
+        assert last == res[-1].find(NS_MAM + "result").get("id")
+        assert fin.find(NS_RSM + "set").findtext(NS_RSM + "count") == "7"
+        fwd = res[0].find(f"{NS_MAM}result/{{urn:xmpp:forward:0}}forwarded")
+        assert fwd.find("{urn:xmpp:delay}delay").get("stamp")
+        bodies, fin, _ = await page(f"<max>3</max><after>{last}</after>", "q2")
+        assert bodies == ["msg 3", "msg 4", "msg 5"]
+        last = fin.find(NS_RSM + "set").findtext(NS_RSM + "last")
+        bodies, fin, _ = await page(f"<max>3</max><after>{last}</after>", "q3")
+        assert bodies == ["msg 6"] and fin.get("complete") == "true"
+        bodies, fin, _ = await page("<max>2</max><before/>", "q4")  # the last page
+        assert bodies == ["msg 5", "msg 6"]
+        first = fin.find(NS_RSM + "set").findtext(NS_RSM + "first")
+        bodies, fin, _ = await page(f"<max>2</max><before>{first}</before>", "q5")
+        assert bodies == ["msg 3", "msg 4"]
+        r = await iq(g, room, "<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'>"
+                              "<after>no-such-id</after></set></query>")
+        assert r.get("type") == "error" and error_cond(r) == "item-not-found"
+
+        # a room reloaded from the database still has its history
+        await bye(g)
+        a.send_raw(f"<presence type='unavailable' to='{room}/alice'/>")
+        await wait(a, is_("presence", f"{room}/alice", "unavailable"))
+        await asyncio.sleep(0.3)
+        g = await guest(server)
+        await join(g, room, "again", history="maxstanzas='2'")
+        hist = [el.findtext("{jabber:client}body") for el in g.got if el.findtext("{jabber:client}body")]
+        assert hist == ["msg 5", "msg 6"]
+        await bye(a, g)
+
+    run(go())
+
+
+def test_kick_ban_and_unban(server):
+    room, slug = channel(server)
+
+    async def go():
+        a = await account(server, "alice")
+        await join(a, room, "alice")
+        g = await guest(server)
+        await join(g, room, "troll")
+        # a guest cannot kick
+        r = await iq(g, room, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+                              "<item nick='alice' role='none'/></query>")
+        assert error_cond(r) in ("forbidden", "not-allowed")
+        # kick: 307
+        r = await iq(a, room, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+                              "<item nick='troll' role='none'><reason>calm down</reason></item></query>")
+        assert r.get("type") == "result", text(r)
+        p = await wait(g, is_("presence", f"{room}/troll", "unavailable"))
+        assert {"307", "110"} <= codes(p)
+        await wait(a, lambda el: is_("presence", f"{room}/troll", "unavailable")(el) and "307" in codes(el))
+        # back in, then banned: 301, and the guest's address is on the ban list
+        await join(g, room, "troll")
+        jid = g.boundjid.bare
+        r = await iq(a, room, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+                              f"<item jid='{jid}' affiliation='outcast'><reason>spam</reason></item></query>")
+        assert r.get("type") == "result", text(r)
+        p = await wait(g, is_("presence", f"{room}/troll", "unavailable"))
+        assert "301" in codes(p)
+        await asyncio.sleep(0.5)
+        rows = sql(server, "SELECT jid, ip, reason FROM chat_bans WHERE channel_id ="
+                           " (SELECT id FROM channels WHERE slug = ?)", slug)
+        assert rows == [(jid, "127.0.0.1", "spam")], rows
+        # a new guest JID from the same address is refused
+        g2 = await guest(server)
+        p = await join(g2, room, "troll2", expect_ok=False)
+        assert p.get("type") == "error" and error_cond(p) == "forbidden"
+        # an account from that address is not a guest: welcome
+        b = await account(server, "bob")
+        await join(b, room, "bob")
+        # the outcast list, then the ban lifted
+        r = await iq(a, room, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+                              "<item affiliation='outcast'/></query>", "get")
+        assert jid in {i.get("jid") for i in r.iter("{http://jabber.org/protocol/muc#admin}item")}
+        r = await iq(a, room, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+                              f"<item jid='{jid}' affiliation='none'/></query>")
+        assert r.get("type") == "result"
+        await asyncio.sleep(0.5)
+        assert sql(server, "SELECT COUNT(*) FROM chat_bans WHERE jid = ?", jid) == [(0,)]
+        await join(g2, room, "troll2")
+        await bye(a, g, g2, b)
+
+    run(go())
+
+
+def test_visitors_and_voice(server):
+    room, _ = channel(server, chat_guests_may_talk=0)
+
+    async def go():
+        a = await account(server, "alice")
+        await join(a, room, "alice")
+        g = await guest(server)
+        p = await join(g, room, "quiet")
+        assert p.find(NS_USER + "x").find(NS_USER + "item").get("role") == "visitor"
+        say(g, room, "can I talk?")
+        e = await wait(g, is_("message", room, "error"))
+        assert error_cond(e) == "forbidden"
+        assert await quiet(a, body_is("can I talk?"))
+        # an account is a participant
+        b = await account(server, "bob")
+        p = await join(b, room, "bob")
+        assert p.find(NS_USER + "x").find(NS_USER + "item").get("role") == "participant"
+        # voice
+        r = await iq(a, room, "<query xmlns='http://jabber.org/protocol/muc#admin'>"
+                              "<item nick='quiet' role='participant'/></query>")
+        assert r.get("type") == "result", text(r)
+        await wait(g, lambda el: is_("presence", f"{room}/quiet")(el) and "110" in codes(el))
+        say(g, room, "thanks")
+        await wait(a, body_is("thanks"))
+        info = await iq(g, room, "<query xmlns='http://jabber.org/protocol/disco#info'/>", "get")
+        feats = {f.get("var") for f in info.iter("{http://jabber.org/protocol/disco#info}feature")}
+        assert "muc_moderated" in feats
+        # the owner reads the configuration form; a guest may not
+        r = await iq(a, room, "<query xmlns='http://jabber.org/protocol/muc#owner'/>", "get")
+        assert r.get("type") == "result" and "muc#roomconfig_moderatedroom" in text(r)
+        r = await iq(g, room, "<query xmlns='http://jabber.org/protocol/muc#owner'/>", "get")
+        assert error_cond(r) == "forbidden"
+        await bye(a, g, b)
+
+    run(go())
+
+
+def test_retraction_and_moderation_in_mam(server):
+    room, _ = channel(server)
+
+    async def go():
+        a = await account(server, "alice")
+        await join(a, room, "alice")
+        g = await guest(server)
+        await join(g, room, "typo")
+        say(g, room, "teh message")
+        m = await wait(a, body_is("teh message"))
+        sid = stanza_id(m)
+        say(g, room, "/me retracted a message",
+            f"<retract xmlns='urn:xmpp:message-retract:1' id='{sid}'/>"
+            "<fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:message-retract:1'/>")
+        r = await wait(a, lambda el: el.find("{urn:xmpp:message-retract:1}retract") is not None)
+        assert r.find("{urn:xmpp:message-retract:1}retract").get("id") == sid
+        assert occupant_id(r) == occupant_id(m)
+        # someone else's message cannot be retracted by a participant
+        say(a, room, "alice speaks")
+        m2 = await wait(g, body_is("alice speaks"))
+        say(g, room, "nope", f"<retract xmlns='urn:xmpp:message-retract:1' id='{stanza_id(m2)}'/>")
+        e = await wait(g, is_("message", room, "error"))
+        assert error_cond(e) == "forbidden"
+        # a moderator removes a message (XEP-0425)
+        say(g, room, "spam spam")
+        m3 = await wait(a, body_is("spam spam"))
+        r = await iq(a, room, f"<moderate xmlns='urn:xmpp:message-moderate:1' id='{stanza_id(m3)}'>"
+                              "<retract xmlns='urn:xmpp:message-retract:1'/><reason>spam</reason></moderate>")
+        assert r.get("type") == "result", text(r)
+        ann = await wait(g, lambda el: el.find("{urn:xmpp:message-retract:1}retract") is not None and
+                         el.find("{urn:xmpp:message-retract:1}retract").get("id") == stanza_id(m3))
+        assert ann.get("from") == room
+        assert ann.find("{urn:xmpp:message-retract:1}retract/{urn:xmpp:message-moderate:1}moderated") is not None
+        assert ann.find("{urn:xmpp:fasten:0}apply-to/{urn:xmpp:message-moderate:0}moderated") is not None
+        # a guest cannot moderate
+        r = await iq(g, room, f"<moderate xmlns='urn:xmpp:message-moderate:1' id='{stanza_id(m2)}'>"
+                              "<retract xmlns='urn:xmpp:message-retract:1'/></moderate>")
+        assert error_cond(r) == "forbidden"
+        # reactions and replies are relayed with ids
+        say(a, room, "re", f"<reply xmlns='urn:xmpp:reply:0' to='{room}/typo' id='{stanza_id(m2)}'/>")
+        await wait(g, lambda el: el.find("{urn:xmpp:reply:0}reply") is not None)
+        a.send_raw(f"<message type='groupchat' to='{room}'><reactions xmlns='urn:xmpp:reactions:0'"
+                   f" id='{stanza_id(m2)}'><reaction>👍</reaction></reactions></message>")
+        rx = await wait(g, lambda el: el.find("{urn:xmpp:reactions:0}reactions") is not None)
+        assert stanza_id(rx)
+        # the archive holds tombstones, not the text
+        await asyncio.sleep(0.7)
+        r = await iq(a, room, "<query xmlns='urn:xmpp:mam:2' queryid='t'/>")
+        assert r.get("type") == "result"
+        arch = {}
+        for el in a.got:
+            res = el.find(NS_MAM + "result")
+            if res is not None and res.get("queryid") == "t":
+                arch[res.get("id")] = res.find("{urn:xmpp:forward:0}forwarded/{jabber:client}message")
+        assert sid in arch and stanza_id(m3) in arch
+        t1 = arch[sid]
+        assert t1.findtext("{jabber:client}body") is None
+        assert t1.find("{urn:xmpp:message-retract:1}retracted") is not None
+        t3 = arch[stanza_id(m3)]
+        assert t3.findtext("{jabber:client}body") is None
+        assert t3.find("{urn:xmpp:message-retract:1}retracted/{urn:xmpp:message-moderate:1}moderated") is not None
+        assert arch[stanza_id(m2)].findtext("{jabber:client}body") == "alice speaks"
+        assert any(el.find("{urn:xmpp:reactions:0}reactions") is not None for el in arch.values())
+        # and a newcomer's history has no trace of the retracted text
+        g2 = await guest(server)
+        await join(g2, room, "new")
+        assert not any(el.findtext("{jabber:client}body") in ("teh message", "spam spam") for el in g2.got)
+        await bye(a, g, g2)
+
+    run(go())
+
+
+def test_limits(server):
+    room, slug = channel(server)
+    sql(server, "INSERT INTO chat_banned_words (channel_id, word, created_at) VALUES"
+                " ((SELECT id FROM channels WHERE slug = ?), 'frobnicate', 0)", slug)
+
+    async def go():
+        g = await guest(server)
+        await join(g, room, "chatty")
+        say(g, room, "x" * 101)
+        e = await wait(g, is_("message", room, "error"))
+        assert error_cond(e) == "not-acceptable"
+        say(g, room, "please FROBNICATE it")
+        e = await wait(g, is_("message", room, "error"))
+        assert error_cond(e) == "not-acceptable"
+        # burst of 5, then the rate limit
+        for i in range(8):
+            say(g, room, f"flood {i}")
+        e = await wait(g, is_("message", room, "error"))
+        assert error_cond(e) == "policy-violation"
+        assert e.find("{jabber:client}error").get("type") == "wait"
+        got = [el.findtext("{jabber:client}body") for el in g.got if el.findtext("{jabber:client}body")]
+        assert "flood 0" in got and "flood 7" not in got
+        await bye(g)
+
+    run(go())
+
+
+def test_bad_xml_client_cut_off_room_carries_on(server):
+    room, _ = channel(server)
+
+    async def go():
+        a = await account(server, "alice")
+        await join(a, room, "alice")
+        g = await guest(server)
+        await join(g, room, "bad")
+        # the misbehaving client: it writes broken XML on its stream
+        g.send_raw("<message to='x'><body>unclosed</nobody></message>")
+        p = await wait(a, is_("presence", f"{room}/bad", "unavailable"))
+        assert p is not None
+        # the room carries on
+        g2 = await guest(server)
+        await join(g2, room, "good")
+        say(g2, room, "still here")
+        await wait(a, body_is("still here"))
+        await bye(a, g2)
+        try:
+            await bye(g)
+        except Exception:  # noqa: BLE001 - already cut off
+            pass
+
+    run(go())
+
+
+def test_flooding_client_is_cut_off(server):
+    """A raw client that floods stanzas past the limits is disconnected; others keep chatting."""
+    room, _ = channel(server)
+
+    async def go():
+        a = await account(server, "alice")
+        await join(a, room, "alice")
+        g = await guest(server)
+        await join(g, room, "flood")
+        # one stanza past the post-authentication size limit (256 KiB)
+        g.send_raw(f"<message type='groupchat' to='{room}'><body>{'y' * (300 * 1024)}</body></message>")
+        await wait(a, is_("presence", f"{room}/flood", "unavailable"), timeout=15)
+        say(a, room, "fine")
+        await wait(a, body_is("fine"))
+        await bye(a)
+
+    run(go())
