@@ -27,6 +27,9 @@
 #include "chat/muc_room.h"
 #include "chat/stanza.h"
 #include "core/log.h"
+#include "core/util.h"
+
+#define MUC_SUBJECT_MAX 200 /* characters, as the web page allows */
 
 /* ---- names ------------------------------------------------------------ */
 
@@ -976,13 +979,21 @@ static void set_subject(struct muc_room *r, struct occ *o, const struct xml_node
         muc_send_error(r->env, st, STANZA_COND_FORBIDDEN, "Only moderators change the subject");
         return;
     }
-    char *s = strdup(subj);
-    if (!s)
+    /* the web page's rule for chat_subject: one line, 200 characters */
+    if (!util_text_ok(subj, NULL) || utf8_chars(subj) > MUC_SUBJECT_MAX) {
+        muc_send_error(r->env, st, STANZA_COND_NOT_ACCEPTABLE,
+                       "The subject is one line of at most 200 characters");
+        return;
+    }
+    char *s = subj[0] ? strdup(subj) : NULL;
+    if (subj[0] && !s)
         return;
     free(r->p->subject);
     r->p->subject = s;
     if (r->env->subject)
         r->env->subject(r->env->ud, r->p->channel_id, s);
+    if (!s)
+        s = r->p->title ? r->p->title : "";
     char from[JID_MAX + 1];
     struct xml_node *m = xml_element_new("message", XMPP_NS_CLIENT);
     if (m && !nick_jid(r, o->nick, from, sizeof from) && !xml_attr_set(m, "from", from) &&

@@ -5,9 +5,11 @@ channel's owner, another user, a guest, an admin, the owner's API key and a
 chat moderator the owner named, each cell asserted, with what the cell must
 or must not have changed), CSRF on every write, validation (slow mode range,
 subject length and HTML kept as text, banned word limits, who cannot be
-banned), protected channels, the OpenAPI entries, and a chat token that logs
-in over XMPP (SASL PLAIN after STARTTLS, with slixmpp) when the server
-listens for XMPP clients.
+banned), protected channels, the OpenAPI entries, a chat token that logs in
+over XMPP (SASL PLAIN after STARTTLS, with slixmpp), and changes made on the
+web reaching an open room at once (occupant counts, a ban removing the
+occupant, a new moderator). The XMPP tests skip, saying why, when the server
+does not listen for XMPP clients or its MUC service does not answer joins.
 
 Users: alice (streamer, owns the channels), bob (streamer), carol (user),
 dave (user; made a chat moderator of each test channel), eve (user; the one
@@ -15,18 +17,16 @@ who gets banned), root (admin).
 """
 import asyncio
 import glob
-import json
 import socket
 import sqlite3
 import ssl
 import subprocess
-import time
 import uuid
 
 import pytest
 import requests
 
-from hearthtest import HOST, Server, free_port, make_static_tree
+from hearthtest import HOST, Server, make_static_tree
 
 API = "/api/v1"
 JSON = "application/json"
@@ -783,3 +783,97 @@ def test_occupants_and_a_ban_reach_the_room(world):
     if got.startswith("no room"):
         pytest.skip(f"the MUC service does not let anyone join {room} yet ({got})")
     assert got == "done", w.srv.log_tail()
+
+
+
+def room_scenario(w, who, steps):
+    """
+    Log in as who (a chat token), join a fresh channel's room, then run
+    steps(ctx) (a coroutine) with ctx.room, ctx.slug, ctx.http(fn) and
+    ctx.events (a list of stanzas received from the room). Skips when the
+    server does not do XMPP or MUC yet.
+    """
+    if not xmpp_listening(w.c2s_port):
+        pytest.skip("the server does not listen for XMPP clients yet")
+    ch = w.channel()
+    s = ch["slug"]
+    room = f"{s}@chat.{DOMAIN}"
+    tok = check_json(Client(w.srv).login(who).post("/chat/token"))
+
+    class Ctx:
+        pass
+
+    async def scenario(x, loop):
+        ctx = Ctx()
+        ctx.room, ctx.slug, ctx.x, ctx.loop = room, s, x, loop
+        ctx.http = lambda fn: loop.run_in_executor(None, fn)
+        try:
+            await x.plugin["xep_0045"].join_muc_wait(room, who, timeout=5)
+        except Exception as e:  # noqa: BLE001 - a timeout or an error presence
+            return f"no room: {e!r}"
+        await steps(ctx)
+        return "done"
+
+    got = xmpp_login(w.c2s_port, tok["jid"], tok["token"], then=scenario)
+    if got.startswith("no room"):
+        pytest.skip(f"the MUC service does not let anyone join {room} yet ({got})")
+    assert got == "done", w.srv.log_tail()
+
+
+def muc_item(p):
+    return p.xml.find("{http://jabber.org/protocol/muc#user}x/{http://jabber.org/protocol/muc#user}item")
+
+
+def test_new_moderator_reaches_the_room(world):
+    """Naming a moderator on the web page makes them a room moderator at once."""
+    w = world
+
+    async def steps(ctx):
+        promoted = ctx.loop.create_future()
+
+        def on_presence(p):
+            item = muc_item(p)
+            if (p["from"].resource == "carol" and item is not None and item.get("affiliation") == "admin"
+                    and not promoted.done()):
+                promoted.set_result(item.get("role"))
+
+        ctx.x.add_event_handler(f"muc::{ctx.room}::presence", on_presence)
+        r = await ctx.http(lambda: w.owner.post(f"/channels/{ctx.slug}/moderators", {"user": "carol"}))
+        assert r.status_code == 201, r.text
+        assert await asyncio.wait_for(promoted, 10) == "moderator"
+
+    room_scenario(w, "carol", steps)
+
+
+def test_guests_may_talk_off_reaches_the_room(world):
+    """Turning guests' voice off is policy the room reloads (a guest would become a visitor)."""
+    w = world
+
+    async def steps(ctx):
+        r = await ctx.http(lambda: w.owner.patch(f"/channels/{ctx.slug}", {"chat_guests_may_talk": False}))
+        assert r.status_code == 200, r.text
+        info = await ctx.http(lambda: check_json(w.guest.get(f"/channels/{ctx.slug}/chat")))
+        assert info["guests_may_talk"] is False and info["occupants"] == 1
+
+    room_scenario(w, "carol", steps)
+
+
+@pytest.mark.xfail(reason="the MUC service does not yet send a changed subject to an open room "
+                          "(muc_room_changed reloads the policy; the subject message is not re-sent)",
+                   strict=False)
+def test_new_subject_reaches_the_room(world):
+    w = world
+
+    async def steps(ctx):
+        subject = ctx.loop.create_future()
+
+        def on_subject(m):
+            if m["subject"] == "Fresh subject <b>" and not subject.done():
+                subject.set_result(True)
+
+        ctx.x.add_event_handler("groupchat_subject", on_subject)
+        r = await ctx.http(lambda: w.owner.patch(f"/channels/{ctx.slug}", {"chat_subject": "Fresh subject <b>"}))
+        assert r.status_code == 200, r.text
+        await asyncio.wait_for(subject, 10)
+
+    room_scenario(w, "carol", steps)

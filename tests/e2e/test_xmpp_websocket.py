@@ -384,3 +384,38 @@ def test_websocket_origins_setting(start_server):
     assert run(go("https://b.example:443")) == "xmpp"
     # The list replaces site.public_url's origin.
     assert run(go(srv.url)) == 403
+
+
+def test_silent_client_is_pinged_then_timed_out(start_server):
+    # A client that answers nothing (not even pings) is pinged every
+    # xmpp.keepalive, and after xmpp.idle_timeout its stream ends with
+    # connection-timeout and a close.
+    srv = start_server(env={"HEARTH_XMPP_KEEPALIVE": "1s", "HEARTH_XMPP_IDLE_TIMEOUT": "2s"})
+    with srv.raw(timeout=WAIT) as c:
+        req, _ = upgrade_request(srv, origin=srv.url)
+        c.send(req + client_frame(open_el("guest.localhost")))
+        assert c.read_response(head=True).status == 101
+        seen = []
+        while True:
+            op, payload = read_frame(c)
+            seen.append((op, payload))
+            if op == 0x8:
+                break
+        ops = [op for op, _ in seen]
+        assert 0x9 in ops, ops  # pinged before giving up
+        text = b"".join(p for op, p in seen if op == 0x1)
+        assert b"connection-timeout" in text, seen
+        # Answer the close: the server then closes the TCP connection.
+        c.send(client_frame(struct.pack("!H", 1000), opcode=0x8))
+        assert c.wait_closed(WAIT)
+    # A client that answers pings is not timed out meanwhile.
+    async def go():
+        async with connect(srv) as ws:
+            await ws.send(open_el("guest.localhost"))
+            await recv(ws)
+            await recv(ws)
+            await asyncio.sleep(3)
+            await ws.send('<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="ANONYMOUS"/>')
+            assert (await recv(ws)).startswith("<success")
+
+    run(go())

@@ -6,6 +6,9 @@
  * kick (307), ban (301) including the guest's IP, voice and visitors, the
  * rate limit, banned words, the length cap, the occupant cap, history on
  * join, retraction and moderation, self-ping, policy reloads, destruction.
+ * Then the database side (mam.c) on a migrated SQLite file: loading a
+ * room's policy and history, the ordered writes (messages, tombstones,
+ * bans, retention) and MAM paging.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -17,9 +20,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ftw.h>
+#include <limits.h>
+#include <unistd.h>
+
+#include "chat/mam.h"
 #include "chat/muc_room.h"
 #include "chat/stanza.h"
 #include "core/buf.h"
+#include "store/db.h"
+#include "store/migrate.h"
 
 #define MAXSENT 4096
 
@@ -773,6 +783,221 @@ static void test_large_room_presence(void **state)
     clear();
 }
 
+
+/* ---- the database side (mam.c) ----------------------------------------- */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void exec_ok(struct db *db, const char *sql)
+{
+    if (db_exec(db, sql) != 0)
+        fail_msg("%s: %s", sql, db_errmsg(db));
+}
+
+static struct muc_op *op_msg(int64_t ch, const char *sid, int64_t ts, const char *nick,
+                             const char *oid, const char *body)
+{
+    struct muc_op *op = calloc(1, sizeof *op);
+    char xml[512];
+    snprintf(xml, sizeof xml,
+             "<message xmlns='jabber:client' type='groupchat' from='room@chat.example.org/%s'>"
+             "<body>%s</body><stanza-id xmlns='urn:xmpp:sid:0' id='%s' by='room@chat.example.org'/>"
+             "<occupant-id xmlns='urn:xmpp:occupant-id:0' id='%s'/></message>",
+             nick, body, sid, oid);
+    op->kind = MUC_OP_MESSAGE;
+    op->channel_id = ch;
+    op->ts_ms = ts;
+    op->stanza_id = strdup(sid), op->nick = strdup(nick), op->occupant_id = strdup(oid);
+    op->jid = strdup("someone@example.org"), op->body = strdup(body), op->xml = strdup(xml);
+    return op;
+}
+
+static size_t page(struct db *db, struct mam_query *q, const char *want_first, bool complete)
+{
+    struct mam_result res;
+    assert_int_equal(mam_run(db, q, &res), 0);
+    size_t n = res.n;
+    if (want_first) {
+        assert_true(n > 0);
+        assert_string_equal(xml_child_text(res.items[0].st, "body", NULL), want_first);
+    }
+    assert_int_equal(res.complete, complete);
+    mam_result_clear(&res);
+    return n;
+}
+
+static void test_store_and_mam(void **state)
+{
+    char dir[PATH_MAX], url[PATH_MAX + 32], err[512];
+    snprintf(dir, sizeof dir, "/tmp/hearth-test-muc-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(url, sizeof url, "sqlite:%s/hearth.db", dir);
+    struct db *db;
+    assert_int_equal(db_open(url, &db, err, sizeof err), 0);
+    assert_int_equal(migrate_up(db, NULL, NULL, 0, err, sizeof err), 0);
+    exec_ok(db, "INSERT INTO users (id, name, password_hash, roles, created_at) VALUES"
+                " (1, 'owner', 'x', 'streamer', 0), (2, 'mod', 'x', 'user', 0),"
+                " (3, 'boss', 'x', 'user,admin', 0), (4, 'Alice', 'x', 'user', 0)");
+    exec_ok(db, "INSERT INTO channels (id, owner_id, slug, title, stream_key, stream_key_hash,"
+                " created_at, chat_guests_may_talk, chat_slow_mode) VALUES"
+                " (7, 1, 'room', 'The Room', 'k1', 'h1', 0, 0, 5),"
+                " (8, 1, 'off', 'Off', 'k2', 'h2', 0, 1, 0)");
+    exec_ok(db, "UPDATE channels SET chat_enabled = 0 WHERE id = 8");
+    exec_ok(db, "INSERT INTO chat_moderators VALUES (7, 2, 0)");
+    exec_ok(db, "INSERT INTO chat_banned_words (channel_id, word, created_at) VALUES (7, 'darn', 0),"
+                " (NULL, 'heck', 0), (8, 'other', 0)");
+    exec_ok(db, "INSERT INTO chat_bans (channel_id, ip, created_at) VALUES (NULL, '192.0.2.1', 0)");
+    exec_ok(db, "INSERT INTO chat_bans (channel_id, jid, created_at, expires_at) VALUES"
+                " (7, 'old@example.org', 0, 1)"); /* expired long ago */
+
+    /* writes, in order: five messages, a retraction by the author, one by
+     * someone else (ignored), a moderation, a ban and its removal */
+    struct muc_op *head = NULL, **tail = &head;
+    const char *bodies[] = {"one", "two", "three", "four", "five"};
+    for (int i = 0; i < 5; i++) {
+        char sid[8];
+        snprintf(sid, sizeof sid, "s%d", i);
+        *tail = op_msg(7, sid, 1000 + i * 1000, i % 2 ? "bob" : "ann", i % 2 ? "ob" : "oa", bodies[i]);
+        tail = &(*tail)->next;
+    }
+    struct muc_op *r1 = calloc(1, sizeof *r1);
+    r1->kind = MUC_OP_RETRACT, r1->channel_id = 7, r1->stanza_id = strdup("s0");
+    r1->occupant_id = strdup("oa"), r1->ts_ms = 9000;
+    r1->xml = strdup("<retracted xmlns='urn:xmpp:message-retract:1' stamp='x'/>");
+    *tail = r1, tail = &r1->next;
+    struct muc_op *r2 = calloc(1, sizeof *r2);
+    r2->kind = MUC_OP_RETRACT, r2->channel_id = 7, r2->stanza_id = strdup("s1");
+    r2->occupant_id = strdup("oa"), r2->ts_ms = 9000; /* s1 is bob's */
+    r2->xml = strdup("<retracted xmlns='urn:xmpp:message-retract:1' stamp='x'/>");
+    *tail = r2, tail = &r2->next;
+    struct muc_op *b1 = calloc(1, sizeof *b1);
+    b1->kind = MUC_OP_BAN_ADD, b1->channel_id = 7, b1->jid = strdup("alice@example.org");
+    b1->reason = strdup("spam");
+    *tail = b1, tail = &b1->next;
+    struct muc_op *b2 = calloc(1, sizeof *b2);
+    b2->kind = MUC_OP_BAN_ADD, b2->channel_id = 7, b2->jid = strdup("g@guest.example.org");
+    b2->ip = strdup("198.51.100.7");
+    *tail = b2, tail = &b2->next;
+    struct muc_op *b3 = calloc(1, sizeof *b3);
+    b3->kind = MUC_OP_BAN_REMOVE, b3->channel_id = 7, b3->jid = strdup("g@guest.example.org");
+    *tail = b3, tail = &b3->next;
+    assert_int_equal(muc_store_apply(db, head, "example.org"), 0);
+    while (head) {
+        struct muc_op *n = head->next;
+        muc_op_free(head);
+        head = n;
+    }
+
+    /* the policy as the room sees it */
+    struct muc_loaded l;
+    assert_int_equal(muc_store_load(db, "room", 0, 3, 0, &l), 0);
+    struct muc_policy *p = l.policy;
+    assert_int_equal(p->channel_id, 7);
+    assert_string_equal(p->owner_name, "owner");
+    assert_false(p->guests_may_talk);
+    assert_int_equal(p->slow_mode_s, 5);
+    assert_int_equal(p->nmods, 1);
+    assert_int_equal(p->mods[0].user_id, 2);
+    assert_int_equal(p->nadmins, 1);
+    assert_string_equal(p->admins[0].name, "boss");
+    assert_int_equal(p->nwords, 2); /* the channel's and the site's */
+    /* the site-wide IP ban and alice's (found by her account), not the expired one */
+    assert_int_equal(p->nbans, 2);
+    bool site_ip = false, alice = false;
+    for (size_t i = 0; i < p->nbans; i++) {
+        site_ip |= p->bans[i].site && p->bans[i].ip && strcmp(p->bans[i].ip, "192.0.2.1") == 0;
+        alice |= p->bans[i].jid && strcmp(p->bans[i].jid, "alice@example.org") == 0 &&
+                 p->bans[i].user_id == 4;
+    }
+    assert_true(site_ip && alice);
+    /* the last three messages, oldest first */
+    assert_int_equal(l.nhist, 3);
+    assert_string_equal(xml_child_text(l.hist[0], "body", NULL), "three");
+    assert_string_equal(xml_child_text(l.hist[2], "body", NULL), "five");
+    muc_loaded_clear(&l);
+    assert_int_equal(muc_store_load(db, "off", 0, 3, 0, &l), -ENOENT); /* chat off */
+    assert_int_equal(muc_store_load(db, "nope", 0, 3, 0, &l), -ENOENT);
+    assert_int_equal(muc_store_load(db, NULL, 7, 0, 0, &l), 0); /* by id */
+    muc_loaded_clear(&l);
+
+    /* MAM: the tombstone keeps ids, loses the body; bob's message is intact */
+    struct mam_query q = {.channel_id = 7, .start_ms = -1, .end_ms = -1, .max = 100};
+    struct mam_result res;
+    assert_int_equal(mam_run(db, &q, &res), 0);
+    assert_int_equal(res.n, 5);
+    assert_int_equal(res.count, 5);
+    assert_true(res.complete);
+    assert_null(xml_child(res.items[0].st, "body", NULL));
+    assert_non_null(xml_child(res.items[0].st, "retracted", MUC_NS_RETRACT));
+    assert_non_null(xml_child(res.items[0].st, "stanza-id", MUC_NS_SID));
+    assert_string_equal(xml_child_text(res.items[1].st, "body", NULL), "two");
+    mam_result_clear(&res);
+
+    /* paging forward, backward and the last page */
+    q.max = 2;
+    assert_int_equal(page(db, &q, NULL, false), 2);
+    q.after = strdup("s1");
+    assert_int_equal(page(db, &q, "three", false), 2);
+    free(q.after);
+    q.after = strdup("s3");
+    assert_int_equal(page(db, &q, "five", true), 1);
+    free(q.after);
+    q.after = NULL;
+    q.before_last = true;
+    assert_int_equal(page(db, &q, "four", false), 2);
+    q.before_last = false;
+    q.before = strdup("s3");
+    assert_int_equal(page(db, &q, "two", false), 2);
+    free(q.before);
+    q.before = strdup("nope");
+    assert_int_equal(mam_run(db, &q, &res), -ENOENT);
+    free(q.before);
+    q.before = NULL;
+    /* time window and 'with' */
+    q.max = 100;
+    q.start_ms = 2000, q.end_ms = 4000;
+    assert_int_equal(page(db, &q, "two", true), 3);
+    q.start_ms = q.end_ms = -1;
+    q.with_nick = strdup("bob");
+    assert_int_equal(page(db, &q, "two", true), 2);
+    free(q.with_nick);
+    q.with_nick = NULL;
+
+    /* retention */
+    struct muc_op ex = {.kind = MUC_OP_EXPIRE, .ts_ms = 3500};
+    assert_int_equal(muc_store_apply(db, &ex, "example.org"), 0);
+    assert_int_equal(page(db, &q, "four", true), 2);
+
+    /* the query form */
+    struct xml_node *iq = parse(
+        "<iq type='set' id='q' xmlns='jabber:client'><query xmlns='urn:xmpp:mam:2' queryid='f'>"
+        "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>urn:xmpp:mam:2</value></field>"
+        "<field var='start'><value>2010-08-07T00:00:00Z</value></field>"
+        "<field var='with'><value>room@chat.example.org/bob</value></field></x>"
+        "<set xmlns='http://jabber.org/protocol/rsm'><max>500</max><before/></set></query></iq>");
+    struct mam_query pq;
+    assert_int_equal(mam_query_parse(xml_first_element(iq), &pq), 0);
+    assert_int_equal(pq.start_ms, 1281139200000LL);
+    assert_int_equal(pq.end_ms, -1);
+    assert_string_equal(pq.with_nick, "bob");
+    assert_int_equal(pq.max, MAM_MAX_PAGE);
+    assert_true(pq.before_last);
+    assert_string_equal(pq.queryid, "f");
+    mam_query_clear(&pq);
+    xml_node_free(iq);
+    iq = parse("<iq type='set' id='q' xmlns='jabber:client'><query xmlns='urn:xmpp:mam:2'>"
+               "<x xmlns='jabber:x:data' type='submit'><field var='bogus'><value>1</value></field></x>"
+               "</query></iq>");
+    assert_int_equal(mam_query_parse(xml_first_element(iq), &pq), -EINVAL);
+    xml_node_free(iq);
+
+    db_close(db);
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -788,6 +1013,7 @@ int main(void)
         cmocka_unit_test(test_retraction_and_moderation),
         cmocka_unit_test(test_iqs),
         cmocka_unit_test(test_large_room_presence),
+        cmocka_unit_test(test_store_and_mam),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
