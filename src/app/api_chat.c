@@ -62,7 +62,8 @@
 
 #define CHAT_TOKEN_MAX 256
 #define BAN_DURATION_MAX (10LL * 366 * 24 * 3600)
-#define WORDS_BODY_MAX (1024u * 1024) /* 500 words of 100 characters, a character up to 12 bytes of JSON escapes */
+/* 500 words of 100 characters, where a character may take 12 bytes of JSON escapes */
+#define WORDS_BODY_MAX (1024u * 1024)
 #define LIST_MAX 1000                /* bans listed at most */
 #define WORD_BYTES_MAX (4 * CHAT_BANNED_WORD_MAX + 64) /* a word with spaces around it */
 
@@ -231,7 +232,8 @@ int chat_patch_apply(struct db *db, int64_t channel_id, const struct chat_patch 
     struct db_stmt *st;
     int rc = db_prepare(db,
                         "UPDATE channels SET"
-                        " chat_guests_may_talk = CASE WHEN ? < 0 THEN chat_guests_may_talk ELSE ? END,"
+                        " chat_guests_may_talk ="
+                        "  CASE WHEN ? < 0 THEN chat_guests_may_talk ELSE ? END,"
                         " chat_slow_mode = CASE WHEN ? < 0 THEN chat_slow_mode ELSE ? END,"
                         " chat_subject = CASE WHEN ? THEN ? ELSE chat_subject END"
                         " WHERE id = ?",
@@ -250,7 +252,8 @@ int chat_patch_apply(struct db *db, int64_t channel_id, const struct chat_patch 
     return rc < 0 ? rc : 0;
 }
 
-void chat_channel_json(struct app *app, json_t *o, int64_t channel_id, const struct chat_settings *s)
+void chat_channel_json(struct app *app, json_t *o, int64_t channel_id,
+                       const struct chat_settings *s)
 {
     if (!o)
         return;
@@ -567,7 +570,8 @@ static void do_moderators(struct call *c)
     int64_t at = c->now;
     struct db_stmt *st;
     if (!added && db_prepare(c->db,
-                             "SELECT created_at FROM chat_moderators WHERE channel_id = ? AND user_id = ?",
+                             "SELECT created_at FROM chat_moderators"
+                             " WHERE channel_id = ? AND user_id = ?",
                              &st) == 0) {
         db_bind_int64(st, 1, cid);
         db_bind_int64(st, 2, u.id);
@@ -605,7 +609,8 @@ static void list_bans(struct call *c, int64_t channel_id)
     int rc;
     while ((rc = db_step(st)) == DB_ROW) {
         json_t *o = json_pack(
-            "{s:I, s:s?, s:s?, s:s?, s:s?, s:s?, s:I, s:o}", "id", (json_int_t)db_column_int64(st, 0),
+            "{s:I, s:s?, s:s?, s:s?, s:s?, s:s?, s:I, s:o}", "id",
+            (json_int_t)db_column_int64(st, 0),
             "user", db_column_text(st, 1), "jid", db_column_text(st, 2), "nick",
             db_column_text(st, 4), "reason", db_column_text(st, 5), "banned_by",
             db_column_text(st, 6), "created_at", (json_int_t)db_column_int64(st, 7), "expires_at",
@@ -615,7 +620,8 @@ static void list_bans(struct call *c, int64_t channel_id)
             bool by_ip = !db_column_is_null(st, 3);
             json_object_set_new(o, "guest", json_boolean(by_ip));
             if (admin)
-                json_object_set_new(o, "ip", by_ip ? json_string(db_column_text(st, 3)) : json_null());
+                json_object_set_new(o, "ip",
+                                    by_ip ? json_string(db_column_text(st, 3)) : json_null());
             json_array_append_new(arr, o);
         }
     }
@@ -991,7 +997,8 @@ static void put_words(struct call *c, int64_t channel_id)
     struct db_stmt *ins = NULL;
     if (rc >= 0)
         rc = db_prepare(c->db,
-                        "INSERT INTO chat_banned_words (channel_id, word, created_at) VALUES (?, ?, ?)",
+                        "INSERT INTO chat_banned_words (channel_id, word, created_at)"
+                        " VALUES (?, ?, ?)",
                         &ins);
     for (size_t k = 0; rc >= 0 && k < n; k++) {
         db_reset(ins);

@@ -57,7 +57,8 @@ bool chat_patch_empty(const struct chat_patch *p);
 int chat_patch_apply(struct db *db, int64_t channel_id, const struct chat_patch *p);
 
 /* chat_guests_may_talk, chat_slow_mode, chat_subject (null when none) and chatters into o. */
-void chat_channel_json(struct app *app, json_t *o, int64_t channel_id, const struct chat_settings *s);
+void chat_channel_json(struct app *app, json_t *o, int64_t channel_id,
+                       const struct chat_settings *s);
 
 /* Occupants of the channel's room now; 0 without a MUC service. Any thread. */
 size_t chat_occupants(struct app *app, int64_t channel_id);
