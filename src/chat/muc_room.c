@@ -30,6 +30,8 @@
 #include "core/util.h"
 
 #define MUC_SUBJECT_MAX 200 /* characters, as the web page allows */
+#define MUC_PRESENCE_PART_MAX 512 /* bytes of one kept presence element */
+#define MUC_MESSAGE_EXTRA 8192    /* bytes a message may carry besides its body */
 
 /* ---- names ------------------------------------------------------------ */
 
@@ -386,6 +388,8 @@ void muc_fmt_stamp(int64_t ms, char out[32]) { fmt_stamp(ms, out); }
 
 /* ---- presence --------------------------------------------------------- */
 
+static bool rate_ok(struct muc_room *r, struct occ *o);
+
 struct pres_opts {
     bool unavailable;
     const int *codes;
@@ -481,17 +485,41 @@ out:
     xml_node_free(pn);
 }
 
-/* Keep what others should see of a presence: everything but the MUC <x/>. */
+/* Rough serialized size of a tree: names, attributes and text. */
+static size_t tree_bytes(const struct xml_node *n)
+{
+    if (n->type == XML_NODE_TEXT)
+        return n->len;
+    size_t b = 2 * strlen(n->name) + 5;
+    for (unsigned i = 0; i < n->nattrs; i++)
+        b += strlen(n->attrs[i].name) + strlen(n->attrs[i].value) + 4;
+    for (const struct xml_node *c = n->first; c; c = c->next)
+        b += tree_bytes(c);
+    return b;
+}
+
+/*
+ * Keep what others should see of a presence, and no more: it is copied to
+ * every occupant on each change and held while the occupant stays, so a
+ * few known elements of bounded size (show, status, priority, caps, avatar
+ * hash, idle), one of each.
+ */
 static struct xml_node *presence_payload(const struct xml_node *st)
 {
+    static const char *const keep[][2] = {
+        {"show", XMPP_NS_CLIENT},
+        {"status", XMPP_NS_CLIENT},
+        {"priority", XMPP_NS_CLIENT},
+        {"c", "http://jabber.org/protocol/caps"},
+        {"x", "vcard-temp:x:update"},
+        {"idle", "urn:xmpp:idle:1"},
+    };
     struct xml_node *p = xml_element_new("presence", XMPP_NS_CLIENT);
     if (!p)
         return NULL;
-    for (const struct xml_node *c = st->first; c; c = c->next) {
-        if (c->type != XML_NODE_ELEMENT)
-            continue;
-        if (strcmp(c->ns, MUC_NS) == 0 || strcmp(c->ns, MUC_NS_USER) == 0 ||
-            strcmp(c->ns, MUC_NS_OCCUPANT_ID) == 0)
+    for (size_t i = 0; i < sizeof keep / sizeof *keep; i++) {
+        const struct xml_node *c = xml_child(st, keep[i][0], keep[i][1]);
+        if (!c || tree_bytes(c) > MUC_PRESENCE_PART_MAX)
             continue;
         struct xml_node *k = xml_node_copy(c);
         if (!k) {
@@ -737,6 +765,10 @@ void muc_room_presence(struct muc_room *r, const struct xml_node *st, const stru
         return;
     }
     if (strcmp(to->resource, o->nick) != 0) {
+        if (!rate_ok(r, o)) {
+            send_error_wait(r->env, st, STANZA_COND_POLICY_VIOLATION, "Too many changes; slow down");
+            return;
+        }
         change_nick(r, o, st, to, nick_owner);
         return;
     }
@@ -745,6 +777,10 @@ void muc_room_presence(struct muc_room *r, const struct xml_node *st, const stru
         return;
     xml_node_free(o->pres);
     o->pres = p;
+    /* status changes cost a broadcast each: they share the message budget,
+     * and one over it is kept but not sent (the next one carries it) */
+    if (!rate_ok(r, o))
+        return;
     struct pres_opts plain = {0};
     broadcast_presence(r, o, &plain, true);
 }
@@ -1035,6 +1071,10 @@ void muc_room_message(struct muc_room *r, const struct xml_node *st, const struc
     }
     if (body && env->max_body_chars && utf8_chars(body) > env->max_body_chars) {
         muc_send_error(env, st, STANZA_COND_NOT_ACCEPTABLE, "The message is too long");
+        return;
+    }
+    if (tree_bytes(st) > MUC_MESSAGE_EXTRA + 4 * env->max_body_chars) {
+        muc_send_error(env, st, STANZA_COND_NOT_ACCEPTABLE, "The message is too large");
         return;
     }
     if (body && o->role != MUC_ROLE_MODERATOR && banned_word(r->p, body)) {
