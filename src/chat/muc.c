@@ -678,6 +678,12 @@ static void dispatch(struct sroom *sr, struct pending *p, int64_t nick_owner)
     struct muc_who who;
     switch (stanza_kind(p->st)) {
     case STANZA_PRESENCE:
+        /* a local session that went away while this waited (the room was
+         * loading) must not join: nothing would ever take it out */
+        if (stanza_type(p->st) == STANZA_TYPE_NONE &&
+            xmpp_server_is_local(m->srv, p->from.domain) && !xmpp_server_peer(m->srv, &p->from) &&
+            !muc_room_is_occupant(sr->room, &p->from))
+            break;
         who_of(m, &p->from, &who);
         muc_room_presence(sr->room, p->st, &p->from, &p->to, &who, nick_owner);
         break;

@@ -30,6 +30,7 @@
 #include "core/util.h"
 
 #define MUC_SUBJECT_MAX 200 /* characters, as the web page allows */
+#define MUC_NICK_MAX 64            /* characters of a nickname */
 #define MUC_PRESENCE_PART_MAX 512 /* bytes of one kept presence element */
 #define MUC_MESSAGE_EXTRA 8192    /* bytes a message may carry besides its body */
 
@@ -171,6 +172,21 @@ static struct occ *find_nick(const struct muc_room *r, const char *nick)
     for (struct occ *o = r->nb[h & (r->nbuckets - 1)]; o; o = o->nnext)
         if (o->nhash == h && strcasecmp(o->nick, nick) == 0)
             return o;
+    return NULL;
+}
+
+/*
+ * Multi-session nicks (XEP-0045 7.2.x): one account joined from two
+ * devices, or a client that reconnected before its old stream was found
+ * dead, holds one nick with several sessions. Another session of o's nick
+ * (same bare JID), or NULL.
+ */
+static struct occ *nick_sibling(const struct muc_room *r, const struct occ *o)
+{
+    for (struct occ *x = r->nb[o->nhash & (r->nbuckets - 1)]; x; x = x->nnext)
+        if (x != o && x->nhash == o->nhash && strcasecmp(x->nick, o->nick) == 0 &&
+            strcmp(x->bare, o->bare) == 0)
+            return x;
     return NULL;
 }
 
@@ -387,6 +403,14 @@ int64_t muc_parse_stamp(const char *s) { return parse_stamp(s); }
 void muc_fmt_stamp(int64_t ms, char out[32]) { fmt_stamp(ms, out); }
 
 /* ---- presence --------------------------------------------------------- */
+
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
 
 static bool rate_ok(struct muc_room *r, struct occ *o);
 
@@ -634,6 +658,10 @@ static void join(struct muc_room *r, const struct xml_node *st, const struct jid
     }
     if (jid_format(from, full, sizeof full) || jid_format_bare(from, bare, sizeof bare))
         return;
+    if (utf8_chars(to->resource) > MUC_NICK_MAX) {
+        muc_send_error(env, st, STANZA_COND_NOT_ACCEPTABLE, "The nickname is too long");
+        return;
+    }
     enum muc_aff aff = policy_aff(r, who, bare);
     if (aff == MUC_AFF_OUTCAST) {
         log_info("muc %s: %s refused: banned", r->jid, full);
@@ -641,6 +669,9 @@ static void join(struct muc_room *r, const struct xml_node *st, const struct jid
         return;
     }
     struct occ *same = find_nick(r, to->resource);
+    if (same && !who->guest && strcmp(same->bare, bare) == 0 &&
+        strcmp(same->nick, to->resource) == 0)
+        same = NULL; /* another session of the same user: it shares the nick */
     if (same || (nick_owner && nick_owner != who->user_id)) {
         muc_send_error(env, st, STANZA_COND_CONFLICT,
                        same ? "That nickname is in use" : "That nickname is reserved");
@@ -707,7 +738,15 @@ static void join(struct muc_room *r, const struct xml_node *st, const struct jid
 static void leave(struct muc_room *r, struct occ *o, const struct pres_opts *po, bool self)
 {
     occ_remove(r, o);
-    broadcast_presence(r, o, po, self);
+    if (nick_sibling(r, o)) {
+        /* the nick stays in the room with its other session */
+        struct xml_node *ps = self ? build_presence(r, o, po, true, true) : NULL;
+        if (ps)
+            send_to(r, ps, o);
+        xml_node_free(ps);
+    } else {
+        broadcast_presence(r, o, po, self);
+    }
     occ_free(o);
 }
 
@@ -715,6 +754,15 @@ static void change_nick(struct muc_room *r, struct occ *o, const struct xml_node
                         const struct jid *to, int64_t nick_owner)
 {
     struct occ *same = find_nick(r, to->resource);
+    if (utf8_chars(to->resource) > MUC_NICK_MAX) {
+        muc_send_error(r->env, st, STANZA_COND_NOT_ACCEPTABLE, "The nickname is too long");
+        return;
+    }
+    if (nick_sibling(r, o)) {
+        muc_send_error(r->env, st, STANZA_COND_NOT_ACCEPTABLE,
+                       "Your other sessions hold this nickname; leave with them first");
+        return;
+    }
     if ((same && same != o) || (nick_owner && nick_owner != o->user_id)) {
         muc_send_error(r->env, st, STANZA_COND_CONFLICT,
                        same ? "That nickname is in use" : "That nickname is reserved");
@@ -812,13 +860,6 @@ bool muc_room_may_read(const struct muc_room *r, const struct jid *full, const s
 
 /* ---- messages --------------------------------------------------------- */
 
-static size_t utf8_chars(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        n += ((unsigned char)*s & 0xC0) != 0x80;
-    return n;
-}
 
 static bool word_char(unsigned char c)
 {
@@ -1004,7 +1045,10 @@ static void private_message(struct muc_room *r, struct occ *o, const struct xml_
     xml_attr_remove(m, "to");
     if (!xml_child(m, "x", MUC_NS_USER))
         xml_element_add(m, "x", MUC_NS_USER);
-    send_to(r, m, target);
+    /* every session of the nick */
+    for (struct occ *x = r->nb[target->nhash & (r->nbuckets - 1)]; x; x = x->nnext)
+        if (x->nhash == target->nhash && strcmp(x->nick, target->nick) == 0)
+            send_to(r, m, x);
     xml_node_free(m);
 }
 
@@ -1239,7 +1283,7 @@ static int set_role(struct muc_room *r, struct occ *actor, const struct xml_node
     bool actor_high = actor->aff == MUC_AFF_OWNER || actor->aff == MUC_AFF_ADMIN;
     if (role == MUC_ROLE_MODERATOR && !actor_high)
         return STANZA_COND_FORBIDDEN;
-    if (t == actor && role == MUC_ROLE_NONE)
+    if (strcmp(t->bare, actor->bare) == 0 && role == MUC_ROLE_NONE)
         return STANZA_COND_NOT_ALLOWED;
     /* only an owner takes a role from an admin; nobody from an owner */
     if (t != actor && (t->aff == MUC_AFF_OWNER || t->aff == MUC_AFF_ADMIN) &&
@@ -1252,16 +1296,21 @@ static int set_role(struct muc_room *r, struct occ *actor, const struct xml_node
         struct pres_opts po = {.unavailable = true, .codes = c307, .ncodes = 1,
                                .reason = reason, .actor = actor->nick};
         log_info("muc %s: %s kicked %s (%s)", r->jid, actor->nick, t->nick, t->jid);
-        leave(r, t, &po, true);
+        do /* every session of the nick */
+            leave(r, t, &po, true);
+        while ((t = find_nick(r, nick)));
         return 0;
     }
-    if (t->role == role)
-        return 0;
-    t->role = role;
-    if (role == MUC_ROLE_MODERATOR)
-        t->announced = true;
     struct pres_opts po = {.reason = reason, .actor = actor->nick};
-    broadcast_presence(r, t, &po, true);
+    for (size_t i = 0; i < r->nocc; i++) {
+        struct occ *x = r->occ[i];
+        if (x->role == role || strcasecmp(x->nick, t->nick) != 0)
+            continue;
+        x->role = role;
+        if (role == MUC_ROLE_MODERATOR)
+            x->announced = true;
+        broadcast_presence(r, x, &po, true);
+    }
     return 0;
 }
 
@@ -1605,10 +1654,24 @@ void muc_room_iq(struct muc_room *r, const struct xml_node *st, const struct jid
 
 /* ---- policy changes and destruction ----------------------------------- */
 
+static const char *subject_of(const struct muc_policy *p)
+{
+    return p->subject ? p->subject : p->title ? p->title : "";
+}
+
 void muc_room_set_policy(struct muc_room *r, struct muc_policy *p)
 {
+    bool new_subject = strcmp(subject_of(r->p), subject_of(p)) != 0;
     muc_policy_free(r->p);
     r->p = p;
+    if (new_subject) {
+        /* the page changed the subject (or the title standing for it) */
+        struct xml_node *m = xml_element_new("message", XMPP_NS_CLIENT);
+        if (m && !xml_attr_set(m, "from", r->jid) && !xml_attr_set(m, "type", "groupchat") &&
+            xml_element_add_text_child(m, "subject", NULL, subject_of(p)))
+            broadcast(r, m);
+        xml_node_free(m);
+    }
     static const int c301[] = {301};
     struct pres_opts ban_po = {.unavailable = true, .codes = c301, .ncodes = 1};
     for (size_t i = r->nocc; i-- > 0;) {

@@ -18,6 +18,15 @@
  * ("announced"); the others' presence goes only to moderators and
  * themselves. Their messages still reach everyone (clients show nicks that
  * are not in the occupant list), like the big rooms of Twitch-style chats.
+ *
+ * Multi-session nicks: an account joined from two devices (or a client back
+ * before its dead stream was noticed) holds one nick with two sessions;
+ * others see one occupant, private messages reach both, a kick takes both.
+ *
+ * Bounds: a nick is at most 64 characters; of a presence only show, status,
+ * priority, caps, avatar hash and idle are kept and relayed (512 bytes
+ * each); a message carries at most 8 KB besides its body; presence changes
+ * and nick changes share the occupant's message rate limit.
  */
 #ifndef HEARTH_CHAT_MUC_ROOM_H
 #define HEARTH_CHAT_MUC_ROOM_H

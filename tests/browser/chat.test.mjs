@@ -14,7 +14,10 @@
 //      history from the archive (MAM) has the answer but not the deleted
 //      message;
 //   6. the pop-out page /c/<slug>/chat and its OBS overlay (?overlay=1) show
-//      the history too.
+//      the history too;
+//   7. what the room refuses reaches the guest: a banned word, too many
+//      messages, a mute (no input then), a kick (out, may come back), a ban
+//      (out, and refused when joining again).
 //
 // Screenshots go to test-artifacts/browser/chat-*.png, the browsers' console
 // to chat-console.log. The last line printed is "N passed, M failed".
@@ -22,7 +25,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import {
-  HOST, REPO, captureConsole, cleanupAll, freePort, launchBrowser, log, onCleanup, sleep, startHearth, tail, tempDir,
+  REPO, captureConsole, cleanupAll, launchBrowser, log, onCleanup, sleep, startHearth, tail, tempDir,
 } from './lib.mjs';
 
 const TIMEOUT_S = Number(process.env.BROWSER_TEST_TIMEOUT || 90);
@@ -59,6 +62,15 @@ const ANSWER = 'hi guest, welcome to the channel';
 const MARKUP = '<b>x</b><img src=x onerror="window.__chatXss=1">';
 const GUEST = 'Wanderer';
 
+// A page that logs the chat's XML both ways to its console (chat-console.log).
+async function chatPage(ctx, context, who) {
+  const page = context.pages()[0] || (await context.newPage());
+  await context.addInitScript(() => localStorage.setItem('hearth.chat.debug', '1'));
+  ctx.pages.push([who, page]);
+  ctx.consoles.push(captureConsole(page, who));
+  return page;
+}
+
 // What the chat panel on a page shows: status, nick, role, and each message.
 function chatState(page) {
   return page.evaluate(() => {
@@ -69,6 +81,7 @@ function chatState(page) {
       role: p?.getAttribute('data-role') || null,
       history: p?.getAttribute('data-history') || null,
       error: [...document.querySelectorAll('.chat-error')].map((e) => e.textContent).join(' | '),
+      notice: document.querySelector('.chat-notice')?.textContent || '',
       messages: [...document.querySelectorAll('.chat-msg')].map((li) => ({
         id: li.getAttribute('data-id'),
         nick: li.querySelector('.chat-nick')?.textContent,
@@ -105,12 +118,11 @@ async function say(page, text) {
 
 async function testGuestAndOwner(ctx) {
   const { dir } = ctx;
-  const c2s = await freePort();
-  const s2s = await freePort();
+  // lib.mjs puts the XMPP listeners on free ports; no federation here.
   const hearth = await startHearth(dir, {
-    HEARTH_XMPP_C2S_LISTEN: `${HOST}:${c2s}`,
-    HEARTH_XMPP_S2S_LISTEN: `${HOST}:${s2s}`,
     HEARTH_XMPP_FEDERATION: 'false',
+    HEARTH_XMPP_MESSAGE_BURST: '5',
+    HEARTH_XMPP_MESSAGE_INTERVAL: '30s',
   });
   ctx.hearth = hearth;
   const { slug } = hearth;
@@ -122,9 +134,7 @@ async function testGuestAndOwner(ctx) {
 
   // --- the owner: log in, open the channel ----------------------------------------
   const owner = await launchBrowser(dir);
-  const op = owner.pages()[0] || (await owner.newPage());
-  ctx.pages.push(['owner', op]);
-  ctx.consoles.push(captureConsole(op, 'owner'));
+  const op = await chatPage(ctx, owner, 'owner');
   await op.goto(`${hearth.url}/login`, { waitUntil: 'load', timeout: left() });
   await op.getByLabel('Name or e-mail').fill('alice', { timeout: left() });
   await op.getByLabel('Password').fill('pw12345678');
@@ -137,9 +147,7 @@ async function testGuestAndOwner(ctx) {
 
   // --- the guest: own browser, picks a name, says hello ------------------------------
   const guest = await launchBrowser(dir);
-  const gp = guest.pages()[0] || (await guest.newPage());
-  ctx.pages.push(['guest', gp]);
-  ctx.consoles.push(captureConsole(gp, 'guest'));
+  const gp = await chatPage(ctx, guest, 'guest');
   await gp.goto(`${hearth.url}/c/${encodeURIComponent(slug)}`, { waitUntil: 'load', timeout: left() });
   const gj = await waitJoined(gp, 'the guest');
   assert(/^guest-\d+$/.test(gj.s.nick), `the guest reads under "${gj.s.nick}", not a generated guest-NNNN`);
@@ -216,6 +224,117 @@ async function testGuestAndOwner(ctx) {
   const bg = await pop.evaluate(() => [getComputedStyle(document.documentElement).backgroundColor, getComputedStyle(document.body).backgroundColor]);
   assert(bg.every((c) => c === 'rgba(0, 0, 0, 0)' || c === 'transparent'), `the overlay background is not transparent: ${bg}`);
   await shot(pop, 'overlay');
+  await pop.close();
+
+  await testRefusals(ctx, op, gp, slug);
+}
+
+// What the room refuses, as the guest sees it: a banned word, too many
+// messages, being muted, being banned.
+async function testRefusals(ctx, op, gp, slug) {
+  const errorOf = async (page) => (await chatState(page)).error;
+
+  // A banned word (set through the API, as the owner): refused with an error
+  // the guest sees; what the guest sends next arrives, and the refused one
+  // never did (the room keeps order).
+  const put = await op.evaluate(async (s) => {
+    const me = await (await fetch('/api/v1/me')).json();
+    const r = await fetch(`/api/v1/channels/${encodeURIComponent(s)}/banned-words`, {
+      method: 'PUT',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf_token || '' },
+      body: JSON.stringify({ words: ['turnip'] }),
+    });
+    return `${r.status} ${await r.text()}`;
+  }, slug);
+  assert(put.startsWith('200'), `PUT banned-words: ${put}`);
+  let refused = null;
+  for (let k = 1; k <= 5 && !refused; k++) {
+    const text = `I like turnip soup #${k}`;
+    await say(gp, text);
+    // either the error comes back or the message does (the new words were
+    // not loaded yet): wait for one of them
+    const r = await until(`the room to refuse or deliver "${text}"`, async () => {
+      const s = await chatState(gp);
+      if (s.error) return { ok: true, refused: true, error: s.error };
+      if (s.messages.some((m) => m.text === text)) return { ok: true, refused: false };
+      return { ok: false, why: JSON.stringify(s.messages.slice(-3)) };
+    });
+    if (r.refused) refused = { text, error: r.error };
+  }
+  assert(refused, 'a message with a banned word was never refused');
+  log('test', `banned word refused: "${refused.error}"`);
+  await shot(gp, 'banned-word');
+  await say(gp, 'a clean line');
+  const clean = await waitMessage(op, 'the owner', 'a clean line');
+  assert(!clean.s.messages.some((m) => m.text === refused.text), `the owner got the refused message "${refused.text}"`);
+  assert(!(await errorOf(gp)), 'the error stayed after a message went through');
+
+  // Too many messages (the server runs with a burst of 5 and then one per
+  // 30 s): the guest sees why.
+  let rate = '';
+  for (let k = 1; k <= 12 && !rate; k++) {
+    await say(gp, `quick ${k}`);
+    rate = await errorOf(gp);
+  }
+  rate = rate || (await until('a rate-limit error', async () => {
+    const e = await errorOf(gp);
+    return { ok: Boolean(e), e };
+  })).e;
+  assert(/slow|fast|many|wait/i.test(rate), `the rate-limit error says "${rate}"`);
+  log('test', `rate limit shown: "${rate}"`);
+
+  // Mute and unmute from the owner's list of people.
+  const person = async (action) => {
+    if ((await op.locator('.chat-people').count()) === 0) await op.locator('.chat-people-toggle').click();
+    const li = op.locator(`.chat-person[data-nick="${GUEST}"]`);
+    await li.getByRole('button', { name: `Moderate ${GUEST}` }).click({ timeout: left() });
+    await op.getByRole('menuitem', { name: `${action} ${GUEST}` }).click({ timeout: left() });
+  };
+  await person('Mute');
+  await until('the guest to be muted', async () => {
+    const s = await chatState(gp);
+    const input = await gp.locator('#chat-input').count();
+    const note = await gp.locator('.chat-muted').count();
+    return { ok: s.role === 'visitor' && input === 0 && note === 1, why: `${s.role} input=${input} note=${note}` };
+  });
+  await shot(gp, 'muted');
+  await person('Unmute');
+  await until('the guest to be unmuted', async () => {
+    const s = await chatState(gp);
+    return { ok: s.role === 'participant' && (await gp.locator('#chat-input').count()) === 1, why: s.role };
+  });
+  log('test', 'mute and unmute reach the guest');
+
+  // A kick: the guest is out, told why, and may come back.
+  await person('Kick');
+  const kicked = await until('the guest to be kicked', async () => {
+    const s = await chatState(gp);
+    return { ok: s.status === 'closed' && /removed/i.test(s.notice), why: `${s.status}: ${s.notice} ${s.error}`, s };
+  });
+  log('test', `guest: "${kicked.s.notice}"`);
+  await gp.getByRole('button', { name: 'Join again' }).click({ timeout: left() });
+  await waitJoined(gp, 'the guest, after the kick');
+  await until('the owner to see the guest back', async () => ({
+    ok: (await op.locator(`.chat-person[data-nick="${GUEST}"]`).count()) === 1,
+  }));
+
+  // A ban: the guest is out, and stays out.
+  await person('Ban');
+  const banned = await until('the guest to be banned', async () => {
+    const s = await chatState(gp);
+    return { ok: s.status === 'closed' && /banned/i.test(s.error), why: `${s.status}: ${s.error}`, s };
+  });
+  log('test', `guest: "${banned.s.error}"`);
+  await until('the guest to leave the owner\'s list', async () => ({
+    ok: (await op.locator(`.chat-person[data-nick="${GUEST}"]`).count()) === 0,
+  }));
+  await gp.getByRole('button', { name: 'Join again' }).click({ timeout: left() });
+  const again = await until('the guest to be refused again', async () => {
+    const s = await chatState(gp);
+    return { ok: s.status === 'closed' && /banned/i.test(s.error) && s.error !== banned.s.error, why: `${s.status}: ${s.error}`, s };
+  });
+  log('test', `guest, joining again: "${again.s.error}"`);
+  await shot(gp, 'banned');
 }
 
 async function main() {
@@ -261,7 +380,8 @@ async function main() {
     if (ctx.hearth) fs.copyFileSync(ctx.hearth.logFile, path.join(ARTIFACTS, 'chat-hearth.log'));
     if (lines.length) {
       console.log(`--- browser console (${lines.length}; also in test-artifacts/browser/chat-console.log)`);
-      for (const l of lines.slice(-30)) console.log(l);
+      // the player polling an offline channel is noise here
+      for (const l of lines.filter((x) => !/m3u8|status of 404/.test(x)).slice(-40)) console.log(l);
     }
     await cleanupAll();
   }

@@ -858,9 +858,6 @@ def test_guests_may_talk_off_reaches_the_room(world):
     room_scenario(w, "carol", steps)
 
 
-@pytest.mark.xfail(reason="the MUC service does not yet send a changed subject to an open room "
-                          "(muc_room_changed reloads the policy; the subject message is not re-sent)",
-                   strict=False)
 def test_new_subject_reaches_the_room(world):
     w = world
 

@@ -621,3 +621,67 @@ def test_flooding_client_is_cut_off(server):
         await bye(a)
 
     run(go())
+
+
+# --- the web page changes the room (muc_room_changed) -------------------------------------------
+
+
+def web_login(srv, name):
+    import requests
+    s = requests.Session()
+    r = s.post(srv.url + "/api/v1/auth/login", json={"login": name, "password": PASSWORD}, timeout=15)
+    assert r.status_code == 200, r.text
+    csrf = r.json()["csrf_token"]
+
+    def call(method, path, body=None):
+        return s.request(method, srv.url + "/api/v1" + path, json=body,
+                         headers={"X-CSRF-Token": csrf}, timeout=15)
+    return call
+
+
+def test_web_changes_reach_the_room(server):
+    room, slug = channel(server)
+    web = web_login(server, "alice")
+
+    async def http(method, path, body=None):
+        return await asyncio.get_event_loop().run_in_executor(None, lambda: web(method, path, body))
+
+    async def go():
+        g = await guest(server)
+        await join(g, room, "viewer")
+        b = await account(server, "bob")
+        await join(b, room, "bob")
+        info = await http("GET", f"/channels/{slug}/chat")
+        assert info.json()["occupants"] == 2, info.text
+        # banned words from the page
+        r = await http("PUT", f"/channels/{slug}/banned-words", {"words": ["zap"]})
+        assert r.status_code == 200, r.text
+        await asyncio.sleep(0.5)
+        say(b, room, "zap zap")
+        e = await wait(b, is_("message", room, "error"))
+        assert error_cond(e) == "not-acceptable"
+        # guests may not talk any more: the guest becomes a visitor
+        r = await http("PATCH", f"/channels/{slug}", {"chat_guests_may_talk": False})
+        assert r.status_code == 200, r.text
+        p = await wait(g, lambda el: is_("presence", f"{room}/viewer")(el) and "110" in codes(el))
+        assert p.find(NS_USER + "x").find(NS_USER + "item").get("role") == "visitor"
+        # bob named moderator: admin, moderator role
+        r = await http("POST", f"/channels/{slug}/moderators", {"user": "bob"})
+        assert r.status_code == 201, r.text
+        p = await wait(b, lambda el: is_("presence", f"{room}/bob")(el) and "110" in codes(el))
+        item = p.find(NS_USER + "x").find(NS_USER + "item")
+        assert (item.get("affiliation"), item.get("role")) == ("admin", "moderator")
+        # chat off: the room is destroyed
+        r = await http("PATCH", f"/channels/{slug}", {"chat_enabled": False})
+        assert r.status_code == 200, r.text
+        p = await wait(g, is_("presence", f"{room}/viewer", "unavailable"))
+        assert p.find(f"{NS_USER}x/{NS_USER}destroy") is not None
+        # and cannot be joined
+        g2 = await guest(server)
+        p = await join(g2, room, "late", expect_ok=False)
+        assert p.get("type") == "error" and error_cond(p) == "item-not-found"
+        info = await http("GET", f"/channels/{slug}/chat")
+        assert info.json()["occupants"] == 0, info.text
+        await bye(g, b, g2)
+
+    run(go())

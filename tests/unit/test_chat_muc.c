@@ -172,7 +172,7 @@ static struct muc_policy *policy(void)
 /* Feed a stanza given as text; from and to are taken from the text. */
 static void feed(struct muc_room *r, const struct muc_who *who, int64_t nick_owner, const char *fmt, ...)
 {
-    char s[4096];
+    static char s[32768];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(s, sizeof s, fmt, ap);
@@ -329,6 +329,11 @@ static void test_nick_conflict_and_reserved(void **state)
     clear();
     feed(r, &W_ALICE, 0, "<presence from='alice@example.org/a' to='room@chat.example.org/BOB'/>");
     assert_int_equal(count_to("alice@example.org/a", "<conflict", NULL), 1);
+    /* too long a nick */
+    clear();
+    join_as(r, &W_GUEST, "g4@guest.example.org/x",
+            "a123456789b123456789c123456789d123456789e123456789f123456789g1234");
+    assert_int_equal(count_to("g4@guest.example.org/x", "<not-acceptable", NULL), 1);
     /* no nick at all: jid-malformed */
     clear();
     feed(r, &W_GUEST, 0, "<presence from='g3@guest.example.org/x' to='room@chat.example.org'/>");
@@ -750,6 +755,17 @@ static void test_iqs(void **state)
     assert_int_equal(count_to("alice@example.org/a", "<forbidden", NULL), 1);
     feed(r, &W_OWNER, 0, "<message type='groupchat' from='owner@example.org/o' to='room@chat.example.org'><subject>New</subject></message>");
     assert_int_equal(count_to("alice@example.org/a", "<subject>New</subject>", NULL), 1);
+    /* a subject set on the page reaches the room with the reload */
+    clear();
+    struct muc_policy *np = policy();
+    np->subject = strdup("From the page");
+    muc_room_set_policy(r, np);
+    assert_int_equal(count_to("alice@example.org/a", "<subject>From the page</subject>", NULL), 1);
+    muc_room_set_policy(r, policy()); /* back to the title */
+    assert_int_equal(count_to("alice@example.org/a", "<subject>The Room</subject>", NULL), 1);
+    clear();
+    muc_room_set_policy(r, policy()); /* unchanged: nothing */
+    assert_int_equal(count_to("alice@example.org/a", "<subject>", NULL), 0);
     /* destroy on rename */
     clear();
     muc_room_destroy(r, "new@chat.example.org", "renamed");
@@ -783,6 +799,89 @@ static void test_large_room_presence(void **state)
     clear();
 }
 
+
+/* What others see of a presence is bounded; status floods and huge
+ * messages do not fan out. */
+static void test_presence_payload_and_floods(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    char big[2048];
+    memset(big, 'z', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    clear();
+    feed(r, &W_GUEST, 0,
+         "<presence from='g@guest.example.org/x' to='room@chat.example.org/G'><show>away</show>"
+         "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/>"
+         "<junk xmlns='urn:example:junk'>%s</junk><status>%s</status></presence>", big, big);
+    const char *p = NULL;
+    for (size_t i = 0; i < F.nsent; i++)
+        if (strcmp(F.to[i], "alice@example.org/a") == 0)
+            p = F.xml[i];
+    assert_non_null(p);
+    assert_non_null(strstr(p, "<show>away</show>"));
+    assert_non_null(strstr(p, "http://jabber.org/protocol/caps"));
+    assert_null(strstr(p, "junk"));
+    assert_null(strstr(p, "zzzz")); /* an oversized status is dropped */
+
+    /* status changes: the burst (3) goes out, the rest is held back */
+    clear();
+    for (int i = 0; i < 6; i++)
+        feed(r, &W_GUEST, 0, "<presence from='g@guest.example.org/x' to='room@chat.example.org/G'>"
+                             "<status>s%d</status></presence>", i);
+    assert_int_equal(count_to("alice@example.org/a", "<status>", NULL), 3);
+    F.now += 5000;
+    feed(r, &W_GUEST, 0, "<presence from='g@guest.example.org/x' to='room@chat.example.org/G'>"
+                         "<status>later</status></presence>");
+    assert_int_equal(count_to("alice@example.org/a", "<status>later</status>", NULL), 1);
+
+    /* a message with a small body but a huge payload */
+    F.now += 5000;
+    clear();
+    feed(r, &W_GUEST, 0, "<message type='groupchat' from='g@guest.example.org/x' to='room@chat.example.org'>"
+                         "<body>hi</body><x xmlns='urn:example:big'>%s%s%s%s%s</x></message>",
+         big, big, big, big, big);
+    assert_int_equal(count_to("g@guest.example.org/x", "<not-acceptable", NULL), 1);
+    assert_int_equal(count_to("alice@example.org/a", NULL), 0);
+    muc_room_free(r);
+    clear();
+}
+
+/* One account, two sessions, one nick. */
+static void test_multi_session_nick(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_MOD, "mod@example.org/m", "Mod");
+    join_as(r, &W_ALICE, "alice@example.org/phone", "Alice");
+    clear();
+    join_as(r, &W_ALICE, "alice@example.org/desk", "Alice");
+    assert_int_equal(muc_room_count(r), 3);
+    assert_int_equal(count_to("alice@example.org/desk", "code='110'", NULL), 1);
+    /* but not for someone else, even an account */
+    join_as(r, &W_REMOTE, "alice@remote.example/x", "Alice");
+    assert_int_equal(count_to("alice@remote.example/x", "<conflict", NULL), 1);
+    /* a private message reaches both sessions */
+    clear();
+    feed(r, &W_MOD, 0, "<message type='chat' from='mod@example.org/m' to='room@chat.example.org/Alice'><body>pm</body></message>");
+    assert_int_equal(count_to("alice@example.org/phone", "<body>pm</body>", NULL), 1);
+    assert_int_equal(count_to("alice@example.org/desk", "<body>pm</body>", NULL), 1);
+    /* one session leaves: the nick stays, the others are not told */
+    clear();
+    feed(r, &W_ALICE, 0, "<presence type='unavailable' from='alice@example.org/phone' to='room@chat.example.org/Alice'/>");
+    assert_int_equal(count_to("alice@example.org/phone", "type='unavailable'", "code='110'", NULL), 1);
+    assert_int_equal(count_to("mod@example.org/m", "type='unavailable'", NULL), 0);
+    /* back, then a kick takes every session */
+    join_as(r, &W_ALICE, "alice@example.org/phone", "Alice");
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='set' id='k' from='mod@example.org/m' to='room@chat.example.org'>"
+                       "<query xmlns='http://jabber.org/protocol/muc#admin'><item nick='Alice' role='none'/></query></iq>");
+    assert_int_equal(muc_room_count(r), 1);
+    assert_int_equal(count_to("alice@example.org/phone", "code='307'", NULL), 1);
+    assert_int_equal(count_to("alice@example.org/desk", "code='307'", NULL), 1);
+    assert_int_equal(count_to("mod@example.org/m", "type='unavailable'", "code='307'", NULL), 1);
+    muc_room_free(r);
+    clear();
+}
 
 /* ---- the database side (mam.c) ----------------------------------------- */
 
@@ -1013,6 +1112,8 @@ int main(void)
         cmocka_unit_test(test_retraction_and_moderation),
         cmocka_unit_test(test_iqs),
         cmocka_unit_test(test_large_room_presence),
+        cmocka_unit_test(test_presence_payload_and_floods),
+        cmocka_unit_test(test_multi_session_nick),
         cmocka_unit_test(test_store_and_mam),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

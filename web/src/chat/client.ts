@@ -94,6 +94,15 @@ export interface ClientOptions {
 }
 
 const MAX_MESSAGES = 300;
+
+// localStorage['hearth.chat.debug'] = '1': the XML both ways in the console.
+function debug(): boolean {
+  try {
+    return localStorage.getItem('hearth.chat.debug') === '1';
+  } catch {
+    return false;
+  }
+}
 const PING_MS = 50_000;
 
 function child(el: Element | null | undefined, name: string, ns?: string): Element | null {
@@ -210,6 +219,8 @@ export class ChatClient {
   private gen = 0; // bumps on every connection attempt; stale callbacks check it
   private attempt = 0;
   private retryTimer = 0;
+  private errorTimer = 0;
+  private everJoined = false;
   private stopped = false;
   private retracted = new Set<string>();
   private mamQuery = '';
@@ -236,6 +247,8 @@ export class ChatClient {
 
   start(): void {
     this.stopped = false;
+    this.error = '';
+    this.notice = '';
     void this.connect();
   }
 
@@ -243,6 +256,7 @@ export class ChatClient {
     this.stopped = true;
     this.gen++;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.errorTimer);
     const c = this.conn;
     this.conn = null;
     if (c) {
@@ -369,8 +383,17 @@ export class ChatClient {
     this.opts.onChange();
   }
 
+  // A refused message or action: shown until the next message goes out, or
+  // for 10 s.
   private fail(msg: string): void {
     this.error = msg;
+    clearTimeout(this.errorTimer);
+    this.errorTimer = window.setTimeout(() => {
+      if (this.error === msg && this.status === 'joined') {
+        this.error = '';
+        this.changed();
+      }
+    }, 10_000);
     this.changed();
   }
 
@@ -395,6 +418,11 @@ export class ChatClient {
       protocol: location.protocol === 'https:' ? 'wss' : 'ws',
     });
     this.conn = conn;
+    if (debug()) {
+      conn.rawInput = (data: string) => console.debug(`chat <- ${data}`);
+      conn.rawOutput = (data: string) => console.debug(`chat -> ${data}`);
+    }
+    Strophe.setLogLevel(debug() ? Strophe.LogLevel.DEBUG : Strophe.LogLevel.WARN);
     const jid = creds.anonymous ? this.info.guest_domain : creds.jid;
     const pass = creds.anonymous ? '' : creds.token;
     conn.connect(jid, pass, (status, condition) => {
@@ -411,7 +439,7 @@ export class ChatClient {
             : 'The chat did not accept your login; trying again.';
           break;
         case S.CONNFAIL:
-          if (condition && condition !== 'remote-connection-failed') this.notice = `Chat connection failed (${condition}).`;
+          if (debug()) console.debug(`chat: connection failed: ${condition}`);
           break;
         case S.DISCONNECTED:
           this.conn = null;
@@ -434,7 +462,7 @@ export class ChatClient {
     this.attempt++;
     this.status = 'waiting';
     this.occupants.clear();
-    if (!this.notice) this.notice = 'Chat disconnected; reconnecting…';
+    this.notice = this.everJoined ? 'Chat disconnected; reconnecting…' : 'Cannot reach the chat; retrying…';
     this.changed();
     this.retryTimer = window.setTimeout(() => {
       if (gen === this.gen && !this.stopped) void this.connect();
@@ -575,9 +603,10 @@ export class ChatClient {
       this.ownOccupantId = o.occupantId;
       if (!wasJoined) {
         this.status = 'joined';
+        this.everJoined = true;
         this.attempt = 0;
         this.notice = '';
-        if (!/banned|name|log in/i.test(this.error)) this.error = '';
+        this.error = '';
         this.markMine();
         this.loadHistory();
       }
@@ -588,6 +617,7 @@ export class ChatClient {
   // Banned, kicked, refused: no automatic retry; the panel offers a button.
   private stopAfterRefusal(): void {
     this.gen++;
+    this.occupants.clear();
     clearTimeout(this.retryTimer);
     const c = this.conn;
     this.conn = null;

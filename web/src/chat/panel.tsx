@@ -162,7 +162,7 @@ export function ChatPanel({ slug, mode }: { slug: string; mode: ChatMode }) {
       alive = false;
       clearTimeout(timer);
     };
-  }, [slug, me?.id]);
+  }, [slug]);
 
   // One client per (room, account).
   useEffect(() => {
@@ -203,7 +203,8 @@ export function ChatPanel({ slug, mode }: { slug: string; mode: ChatMode }) {
       c?.stop();
       setClient(null);
     };
-  }, [info, me?.id]);
+    // me: undefined while asking, null for a guest
+  }, [info, me === undefined ? 'asking' : me?.id ?? 'guest']);
 
   // Follow the newest message unless the reader scrolled up.
   const count = client?.messages.length ?? 0;
