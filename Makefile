@@ -19,7 +19,7 @@ build: web/dist/.built
 	ninja -C $(BUILD)
 
 # The front end: TypeScript + Vite into web/dist, which the server serves.
-WEB_SRC := $(wildcard web/src/*) $(wildcard web/*.html) web/vite.config.ts web/tsconfig.json
+WEB_SRC := $(wildcard web/src/*) $(wildcard web/src/*/*) $(wildcard web/*.html) web/vite.config.ts web/tsconfig.json
 
 web/node_modules/.installed: web/package.json web/package-lock.json
 	@scripts/deps build

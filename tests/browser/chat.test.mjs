@@ -15,7 +15,8 @@
 //      message;
 //   6. the pop-out page /c/<slug>/chat and its OBS overlay (?overlay=1) show
 //      the history too;
-//   7. what the room refuses reaches the guest: a banned word, too many
+//   7. the guest deletes one of its own messages (XEP-0424): gone for both;
+//   8. what the room refuses reaches the guest: a banned word, too many
 //      messages, a mute (no input then), a kick (out, may come back), a ban
 //      (out, and refused when joining again).
 //
@@ -268,6 +269,14 @@ async function testRefusals(ctx, op, gp, slug) {
   const clean = await waitMessage(op, 'the owner', 'a clean line');
   assert(!clean.s.messages.some((m) => m.text === refused.text), `the owner got the refused message "${refused.text}"`);
   assert(!(await errorOf(gp)), 'the error stayed after a message went through');
+
+  // The guest takes back its own message (XEP-0424): gone for both.
+  await waitMessage(gp, 'the guest', 'a clean line');
+  await gp.locator('.chat-msg', { hasText: 'a clean line' }).getByRole('button', { name: 'Your message' }).click({ timeout: left() });
+  await gp.getByRole('menuitem', { name: 'Delete my message' }).click({ timeout: left() });
+  await waitMessage(gp, 'the guest', 'a clean line', { present: false });
+  await waitMessage(op, 'the owner', 'a clean line', { present: false });
+  log('test', 'the guest deleted its own message, for both');
 
   // Too many messages (the server runs with a burst of 5 and then one per
   // 30 s): the guest sees why.

@@ -317,6 +317,20 @@ export class ChatClient {
     return true;
   }
 
+  // Take back one's own message (XEP-0424): the room tells everyone, and
+  // leaves a tombstone in the archive.
+  retract(m: ChatMessage): boolean {
+    if (!m.id || !m.mine || !this.conn || this.status !== 'joined') return false;
+    const id = this.conn.getUniqueId('r');
+    this.conn.send(
+      $msg({ to: this.room, type: 'groupchat', id })
+        .c('retract', { xmlns: NS.RETRACT, id: m.id })
+        .up()
+        .c('store', { xmlns: 'urn:xmpp:hints' }),
+    );
+    return true;
+  }
+
   // --- moderation (XEP-0425, XEP-0045 muc#admin) ------------------------------
 
   deleteMessage(m: ChatMessage, reason = ''): Promise<void> {

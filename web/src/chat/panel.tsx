@@ -197,6 +197,8 @@ export function ChatPanel({ slug, mode }: { slug: string; mode: ChatMode }) {
       });
       setClient(c);
       c.start();
+    }, (e) => {
+      if (!cancelled) setLoadError(`Chat could not load: ${errorText(e)}`);
     });
     return () => {
       cancelled = true;
@@ -357,7 +359,22 @@ export function ChatPanel({ slug, mode }: { slug: string; mode: ChatMode }) {
             )}
             <span class="chat-nick">{m.nick}</span>
             <span class="chat-text">{m.text}</span>
-            {moderator ? <ModMenu label={`Moderate message from ${m.nick}`} items={messageMenu(m)} /> : null}
+            {moderator ? (
+              <ModMenu label={`Moderate message from ${m.nick}`} items={messageMenu(m)} />
+            ) : m.mine && m.id && !readOnly && c?.status === 'joined' ? (
+              <ModMenu
+                label="Your message"
+                items={[
+                  {
+                    label: 'Delete my message',
+                    danger: true,
+                    run: async () => {
+                      c.retract(m);
+                    },
+                  },
+                ]}
+              />
+            ) : null}
           </li>
         ))}
       </ol>
