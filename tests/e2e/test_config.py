@@ -305,7 +305,7 @@ def docs_rows():
     """`section.key` -> the table row documenting it in docs/configuration.md."""
     rows = {}
     for line in DOCS.read_text().splitlines():
-        m = re.match(r"^\|\s*`([a-z_]+\.[a-z_]+)`\s*\|", line)
+        m = re.match(r"^\|\s*`([a-z0-9_]+\.[a-z0-9_]+)`\s*\|", line)
         if m:
             rows[m.group(1)] = line
     return rows
