@@ -3,12 +3,15 @@
  *
  * One struct c2s_conn per accepted socket owns the libuv handle, the TLS
  * engine once STARTTLS ran, and the c2s_session. Bytes read go through TLS
- * (when on) into c2s_session_feed; what the session writes is gathered as
- * plaintext and sent once per loop iteration (a uv_check handle flushes
- * every connection written to), so that a MUC broadcast that puts several
- * messages on one stream costs one TLS record and one write(2), not one
- * each. A connection that gathers more than FLUSH_AT in one iteration (the
- * occupant list on joining a big room) is flushed at once.
+ * (when on) into c2s_session_feed. What the session writes first in a loop
+ * iteration is encrypted and written at once (a MUC message fanned out to
+ * 10,000 viewers reaches the first ones while the rest are still being
+ * written); what it writes after that in the same iteration is gathered as
+ * plaintext and sent when the iteration's callbacks are done (a uv_check
+ * handle flushes every connection gathered), so that a busy room that puts
+ * several messages on one stream costs one TLS record and one write(2), not
+ * one each. A connection that gathers more than FLUSH_AT (the occupant list
+ * on joining a big room) is flushed at once.
  *
  * Output is tried on the socket at once (uv_try_write); what the kernel
  * does not take is queued. The queue is bounded in size and in time: a
@@ -72,6 +75,7 @@ struct c2s_conn {
     bool close_asked;       /* flush, then close */
     bool shut_tls;
     bool reading;
+    unsigned epoch;         /* the listener's epoch of our last immediate write */
     bool session_failed;    /* the session's feed failed (it ended the stream) */
     char peer[64];
 };
@@ -91,6 +95,7 @@ struct c2s_listener {
     size_t nconns; /* on the list (not closing) */
     size_t nalive; /* not yet freed */
     struct c2s_conn *dirty;
+    unsigned epoch; /* loop iterations, as counted by on_check */
     void (*shutdown_cb)(void *arg);
     void *shutdown_arg;
     char readbuf[65536]; /* every read lands here and is consumed at once */
@@ -256,8 +261,34 @@ static void on_check(uv_check_t *h)
         c->dirty_next = NULL;
         conn_flush(c); /* may close c; freeing waits for the close callback */
     }
+    l->epoch++;
     uv_check_stop(&l->check);
     uv_idle_stop(&l->idle);
+}
+
+/* The first write of an iteration: out now, unless something is ahead. */
+static int write_now(struct c2s_conn *c, const void *data, size_t len)
+{
+    struct c2s_listener *l = c->l;
+    c->epoch = l->epoch;
+    /* on_check ends the epoch, so it must run this iteration. */
+    if (!uv_is_active((uv_handle_t *)&l->check)) {
+        uv_check_start(&l->check, on_check);
+        uv_idle_start(&l->idle, on_idle);
+    }
+    int rc;
+    if (c->tls) {
+        rc = tls_conn_write(c->tls, data, len);
+        if (rc < 0 && !c->closing) {
+            log_info("c2s %s: TLS write failed: %s", c->peer, tls_conn_error(c->tls));
+            conn_close(c, NULL);
+        }
+    } else {
+        rc = emit(c, data, len);
+    }
+    if (c->closing)
+        return -EPIPE;
+    return rc;
 }
 
 /* --- the session's transport --------------------------------------------------------- */
@@ -273,11 +304,14 @@ static int t_write(void *ud, const void *data, size_t len)
         conn_close(c, NULL);
         return -ENOBUFS;
     }
+    c->last_out = uv_now(c->l->loop);
+    c->since_restart += len;
+    /* Order: nothing gathered or queued may be overtaken. */
+    if (c->epoch != c->l->epoch && c->plain.len == 0 && c->out.len == 0 && !c->dirty)
+        return write_now(c, data, len);
     int rc = buf_append(&c->plain, data, len);
     if (rc < 0)
         return rc;
-    c->last_out = uv_now(c->l->loop);
-    c->since_restart += len;
     if (c->plain.len >= FLUSH_AT) {
         conn_flush(c);
         return c->closing ? -EPIPE : 0;
@@ -492,6 +526,7 @@ static void on_connection(uv_stream_t *server, int status)
     char ip[64];
     peer_ip(c->peer, ip, sizeof ip);
     c->last_in = c->last_out = uv_now(l->loop);
+    c->epoch = l->epoch - 1; /* its first write may go out at once */
 
     struct c2s_params p = {.framing = STANZA_FRAMING_TCP, .secure = false, .websocket = false,
                            .ip = ip};

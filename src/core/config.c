@@ -55,6 +55,8 @@ static const struct key keys[] = {
      "Access-Control-Allow-Origin sent on public resources (HLS, static files, health); empty for none"},
     {"http", "access_log", T_BOOL, F(http.access_log), "true", 0, 0,
      "log one line per request: method, path, status, bytes, microseconds"},
+    {"http", "trusted_proxies", T_STR, F(http.trusted_proxies), "", 0, 0,
+     "addresses of reverse proxies (IPs or CIDR ranges, comma separated) whose X-Forwarded-For is believed for the client's address"},
 
     {"rtmp", "listen", T_LISTEN, F(rtmp.listen), "0.0.0.0:1935", 0, 0,
      "address and port for RTMP publishers (OBS: rtmp://HOST/live)"},

@@ -37,6 +37,7 @@ struct config {
         char static_dir[CONFIG_PATH];
         char cors_origin[CONFIG_STR];
         bool access_log;
+        char trusted_proxies[CONFIG_PATH];
     } http;
 
     struct {

@@ -1,10 +1,10 @@
 /*
- * TLS over any byte transport, on OpenSSL memory BIOs (see tls.h).
+ * TLS over any byte transport, on OpenSSL BIOs that own no socket (see tls.h).
  *
- * Each connection is an SSL object between two memory BIOs: ciphertext the
- * peer sent is written into the read BIO by tls_conn_feed, and whatever
- * OpenSSL produces lands in the write BIO, which is drained into io->send
- * after every call into OpenSSL. Decrypted records are read into one scratch
+ * Each connection is an SSL object between two BIOs: ciphertext the peer
+ * sent is written into a memory BIO by tls_conn_feed, and every record
+ * OpenSSL writes goes through a small BIO of our own straight to io->send
+ * (no copy in and out of a second memory BIO). Decrypted records are read into one scratch
  * buffer shared by every connection (loop thread only) and handed to
  * io->recv at once, so an idle connection holds no plaintext. When io->recv
  * pauses, the ciphertext not yet decrypted simply stays in the read BIO
@@ -67,14 +67,14 @@ struct tls_conn {
     struct tls_io io;
     bool ready, failed, paused;
     int verify_err; /* first X509_V_ERR_* seen while verifying the peer; 0 ok */
+    int send_rc;    /* io->send failed with this */
     struct buf pending;
     char err[200];
 };
 
-/* Loop thread only, shared by every connection: decrypted input and
- * ciphertext output pass through here on their way to the callbacks. */
+/* Loop thread only, shared by every connection: decrypted input passes
+ * through here on its way to io->recv. */
 static unsigned char plain_scratch[16384];
-static unsigned char cipher_scratch[16384];
 
 static void set_err(char *err, size_t errlen, const char *what)
 {
@@ -332,38 +332,69 @@ out:
 
 static int fail(struct tls_conn *c, const char *what, int code);
 
-/* Hand what OpenSSL wrote to the peer. */
-static int flush(struct tls_conn *c)
+/*
+ * The write side is a BIO of our own: each record OpenSSL writes goes
+ * straight to io->send, without a copy into a memory BIO and another out
+ * of it (a chat message to 10,000 viewers is 10,000 records). A failed send
+ * fails the OpenSSL call that made it; send_rc keeps the transport's code.
+ */
+static BIO_METHOD *out_method;
+
+static int out_write(BIO *b, const char *data, int len)
 {
-    while (BIO_ctrl_pending(c->wbio) > 0) {
-        int n = BIO_read(c->wbio, cipher_scratch, sizeof cipher_scratch);
-        if (n <= 0)
-            break;
-        int rc = c->io.send(c->io.ud, cipher_scratch, (size_t)n);
-        if (rc < 0)
-            return rc;
+    struct tls_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (!c || c->send_rc < 0)
+        return -1;
+    int rc = c->io.send(c->io.ud, data, (size_t)len);
+    if (rc < 0) {
+        c->send_rc = rc;
+        return -1;
     }
-    return 0;
+    return len;
 }
 
+static long out_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b, (void)num, (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0; /* nothing is ever pending here */
+}
+
+static int out_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static BIO *out_bio(struct tls_conn *c)
+{
+    if (!out_method) {
+        BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "hearth-tls-out");
+        if (!m || !BIO_meth_set_write(m, out_write) || !BIO_meth_set_ctrl(m, out_ctrl) ||
+            !BIO_meth_set_create(m, out_create)) {
+            BIO_meth_free(m);
+            return NULL;
+        }
+        out_method = m;
+    }
+    BIO *b = BIO_new(out_method);
+    if (b)
+        BIO_set_data(b, c);
+    return b;
+}
+
+/* The transport's failure, if a send failed during the last OpenSSL call. */
+static int flush(struct tls_conn *c) { return c->send_rc < 0 ? c->send_rc : 0; }
+
 /*
- * A memory BIO keeps the capacity it grew to. The handshake's flights
- * (certificates) and any large burst would stay allocated on every idle
- * connection, so an empty BIO that grew past `keep` is swapped for a new
- * one. 10,000 chat viewers are 10,000 idle connections.
+ * The read side is a memory BIO, and it keeps the capacity it grew to: the
+ * handshake's flights and any large burst would stay allocated on every
+ * idle connection, so an empty BIO that grew past `keep` is swapped for a
+ * new one. 10,000 chat viewers are 10,000 idle connections.
  */
 static void bio_trim(struct tls_conn *c, size_t keep)
 {
     BUF_MEM *bm = NULL;
-    if (BIO_ctrl_pending(c->wbio) == 0 && BIO_get_mem_ptr(c->wbio, &bm) == 1 && bm &&
-        bm->max > keep) {
-        BIO *b = BIO_new(BIO_s_mem());
-        if (b) {
-            SSL_set0_wbio(c->ssl, b); /* frees the old one */
-            c->wbio = b;
-        }
-    }
-    bm = NULL;
     if (BIO_ctrl_pending(c->rbio) == 0 && BIO_get_mem_ptr(c->rbio, &bm) == 1 && bm &&
         bm->max > keep) {
         BIO *b = BIO_new(BIO_s_mem());
@@ -379,11 +410,10 @@ static int fail(struct tls_conn *c, const char *what, int code)
     if (!c->failed) {
         set_err(c->err, sizeof c->err, what);
         c->failed = true;
-        /* An alert, when OpenSSL wrote one; the peer may learn why. */
-        (void)flush(c);
     }
     ERR_clear_error();
-    return code;
+    /* The transport's own failure says more than OpenSSL's. */
+    return c->send_rc < 0 ? c->send_rc : code;
 }
 
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *server_name,
@@ -397,7 +427,7 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *server_name,
     ERR_clear_error();
     c->ssl = SSL_new(ctx->ssl);
     c->rbio = BIO_new(BIO_s_mem());
-    c->wbio = BIO_new(BIO_s_mem());
+    c->wbio = out_bio(c);
     if (!c->ssl || !c->rbio || !c->wbio) {
         BIO_free(c->rbio);
         BIO_free(c->wbio);
@@ -451,7 +481,6 @@ static int write_plain(struct tls_conn *c, const void *data, size_t len)
         if (rc < 0)
             return rc;
     }
-    bio_trim(c, 8192);
     return 0;
 }
 

@@ -31,12 +31,15 @@ struct end {
     struct end *peer;
     int ready_calls;
     int pause_next;   /* return this from recv once */
+    int fail_send;    /* when set, send returns it */
     int fed_rc;
 };
 
 static int on_send(void *ud, const void *data, size_t len)
 {
     struct end *e = ud;
+    if (e->fail_send)
+        return e->fail_send;
     return buf_append(&e->peer->inbox, data, len);
 }
 
@@ -360,6 +363,22 @@ static void test_verify_client_cert(void **state)
     pair_close(&p);
 }
 
+static void test_send_failure(void **state)
+{
+    /* The transport's error comes back from the call that wrote, and the
+     * connection stays failed. */
+    struct pair p;
+    pair_open(&p, cert, NULL, NULL, "example.test");
+    exchange(&p.s, &p.c);
+    assert_true(tls_conn_ready(p.s.c));
+    p.s.fail_send = -EPIPE;
+    assert_int_equal(tls_conn_write(p.s.c, "lost", 4), -EPIPE);
+    p.s.fail_send = 0;
+    assert_true(tls_conn_write(p.s.c, "again", 5) < 0);
+    assert_int_equal(p.c.inbox.len + p.s.inbox.len, 0);
+    pair_close(&p);
+}
+
 static void test_garbage(void **state)
 {
     char err[256];
@@ -411,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_verify_server),
         cmocka_unit_test(test_verify_wildcard),
         cmocka_unit_test(test_verify_client_cert),
+        cmocka_unit_test(test_send_failure),
         cmocka_unit_test(test_garbage),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
