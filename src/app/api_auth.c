@@ -388,7 +388,7 @@ static int run(struct http_request *req, void *ud, call_fn fn, unsigned flags)
 {
     struct call c = {.app = ud, .req = req, .now = util_now_unix()};
     c.cfg = c.app->cfg;
-    auth_throttle_ip_key(req->remote, c.ip_key, sizeof c.ip_key);
+    auth_throttle_ip_key(http_request_client_ip(req), c.ip_key, sizeof c.ip_key);
     if ((flags & SAME_ORIGIN) && !auth_require_same_origin(c.app, req))
         goto out;
     if ((flags & NEED_BODY) && !(c.body = auth_json_body(req, AUTH_JSON_MAX)))
@@ -721,7 +721,7 @@ static int do_login(struct call *c)
     auth_token_new(csrf);
     int64_t lifetime = (int64_t)(c->cfg->auth.session_lifetime_ms / 1000);
     char ip[64], ua[256];
-    peer_ip(c->req->remote, ip, sizeof ip);
+    peer_ip(http_request_client_ip(c->req), ip, sizeof ip);
     const char *agent = http_request_header(c->req, "User-Agent");
     snprintf(ua, sizeof ua, "%s", agent ? agent : "");
     for (char *p = ua; *p; p++) /* kept for a sessions list: printable ASCII only */

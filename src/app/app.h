@@ -45,11 +45,13 @@ int app_live_init(struct app *app, struct stream_hub *hub);
 struct xmpp_account;
 /*
  * xmpp_hooks.authenticate (worker thread): user and secret from SASL PLAIN;
- * the secret is the account password or a chat token. 0 with *out filled,
- * -EPERM wrong, -EACCES disabled or unverified, -EAGAIN throttled.
+ * the secret is the account password or a chat token; ip the client's
+ * address (failed passwords are throttled per address and per address and
+ * name; valid tokens never). 0 with *out filled, -EPERM wrong, -EACCES
+ * disabled or unverified, -EAGAIN throttled.
  */
 int app_chat_authenticate(void *ud /* struct app * */, const char *user, const char *secret,
-                          struct xmpp_account *out);
+                          const char *ip, struct xmpp_account *out);
 /* A chat token for user_id, valid xmpp.token_lifetime (worker thread or CLI).
  * 0, -ENAMETOOLONG when n is too small (128 is enough), or a db error. */
 int app_chat_token_issue(struct app *app, int64_t user_id, char *out, size_t n);

@@ -15,10 +15,16 @@
  *
  * Both paths refuse disabled accounts (-EACCES: SASL account-disabled) and,
  * with site.require_verification, accounts whose e-mail is unconfirmed, as
- * the web login does. Failed attempts count per account in a throttle of
- * their own (the web's is private to api_auth.c and keyed by IP, which the
- * hook does not get); past auth.login_attempts within auth.login_window the
- * answer is temporary-auth-failure until the window closes.
+ * the web login does.
+ *
+ * Throttling: a valid chat token is checked first and never throttled, so
+ * wrong passwords sent by anyone cannot keep the web chat of the account
+ * out. Wrong secrets count in a throttle of the chat's own, per client
+ * address (an IPv6 /64 as one, auth_throttle_ip_key) and per (address,
+ * name): past auth.login_attempts within auth.login_window, passwords from
+ * that address (for that name, or any) get temporary-auth-failure until
+ * the window closes. Never per name alone: that would let anyone lock a
+ * streamer out of their chat.
  *
  * Runs on worker threads: the database and argon2 are blocking.
  */
@@ -273,39 +279,65 @@ static int acct_lookup(struct db *db, int64_t id, const char *name, struct acct_
     return rc == DB_ROW ? 0 : -ENOENT;
 }
 
-static void throttle_key(const char *user, char *out, size_t n)
+/* "xmpp-ip:<address key>" and "xmpp-ipu:<address key>:<name, lower case>". */
+static void throttle_keys(const char *ip, const char *user, char *ipk, size_t ipn, char *ipu,
+                          size_t ipun)
 {
-    size_t i = 0, o = snprintf(out, n, "xmpp:");
-    for (; user[i] && o + 1 < n; i++, o++)
-        out[o] = (char)((user[i] >= 'A' && user[i] <= 'Z') ? user[i] + 32 : user[i]);
-    out[o < n ? o : n - 1] = '\0';
+    char addr[96];
+    auth_throttle_ip_key(ip && *ip ? ip : "?", addr, sizeof addr);
+    snprintf(ipk, ipn, "xmpp-%s", addr);
+    size_t o = (size_t)snprintf(ipu, ipun, "xmpp-%s:", addr);
+    for (size_t i = 0; user[i] && o + 1 < ipun; i++, o++)
+        ipu[o] = (char)((user[i] >= 'A' && user[i] <= 'Z') ? user[i] + 32 : user[i]);
+    ipu[o < ipun ? o : ipun - 1] = '\0';
 }
 
-static int authenticate(struct app *app, struct db *db, const char *user, const char *secret_in,
-                        struct xmpp_account *out)
+/* The checks both paths share, and *out. */
+static int account_ok(const struct config *cfg, const struct acct_row *r, struct xmpp_account *out)
 {
-    const struct config *cfg = app->cfg;
+    if (r->disabled)
+        return -EACCES;
+    if (cfg->site.require_verification && !r->verified)
+        return -EACCES;
+    memset(out, 0, sizeof *out);
+    out->user_id = r->id;
+    snprintf(out->name, sizeof out->name, "%s", r->name);
+    out->admin = account_has_role(r->roles, "admin");
+    return 0;
+}
+
+/* A chat token: 0 (*out filled), -EACCES, -ENOENT when secret_in is not a
+ * valid token now (it may be a password), other negatives for errors. */
+static int token_login(struct app *app, struct db *db, const char *user, const char *secret_in,
+                       struct xmpp_account *out)
+{
+    struct acct_row r = {0};
+    if (strncmp(secret_in, TOKEN_PREFIX, strlen(TOKEN_PREFIX)) != 0)
+        return -ENOENT;
+    int64_t uid = 0;
+    int rc = token_check(db, app->cfg, secret_in, &uid);
+    if (rc == -EPERM)
+        return -ENOENT; /* not a valid token: it may still be a password that starts so */
+    if (rc < 0)
+        return rc;
+    rc = acct_lookup(db, uid, NULL, &r);
+    if (rc == -ENOENT)
+        return -ENOENT; /* deleted since */
+    if (rc < 0)
+        return rc;
+    if (strcasecmp(r.name, user) != 0) {
+        log_info("chat: a token for '%s' was offered as '%s'", r.name, user);
+        return -ENOENT;
+    }
+    return account_ok(app->cfg, &r, out);
+}
+
+/* A password. 0, -EPERM, -EACCES or an error. */
+static int password_login(struct app *app, struct db *db, const char *user, const char *secret_in,
+                          struct xmpp_account *out)
+{
     struct acct_row r = {0};
     int rc;
-    if (strncmp(secret_in, TOKEN_PREFIX, strlen(TOKEN_PREFIX)) == 0) {
-        int64_t uid = 0;
-        rc = token_check(db, cfg, secret_in, &uid);
-        if (rc == 0) {
-            rc = acct_lookup(db, uid, NULL, &r);
-            if (rc == -ENOENT)
-                return -EPERM; /* deleted since */
-            if (rc < 0)
-                return rc;
-            if (strcasecmp(r.name, user) != 0) {
-                log_info("chat: a token for '%s' was offered as '%s'", r.name, user);
-                return -EPERM;
-            }
-            goto checks;
-        }
-        if (rc != -EPERM)
-            return rc;
-        /* Not a valid token: it may still be a password that starts so. */
-    }
     char err[256];
     struct user u;
     rc = account_authenticate(db, user, secret_in, &u, err, sizeof err);
@@ -329,19 +361,10 @@ static int authenticate(struct app *app, struct db *db, const char *user, const 
                  r.name);
         return -EPERM;
     }
-checks:
-    if (r.disabled)
-        return -EACCES;
-    if (cfg->site.require_verification && !r.verified)
-        return -EACCES;
-    memset(out, 0, sizeof *out);
-    out->user_id = r.id;
-    snprintf(out->name, sizeof out->name, "%s", r.name);
-    out->admin = account_has_role(r.roles, "admin");
-    return 0;
+    return account_ok(app->cfg, &r, out);
 }
 
-int app_chat_authenticate(void *ud, const char *user, const char *secret_in,
+int app_chat_authenticate(void *ud, const char *user, const char *secret_in, const char *ip,
                           struct xmpp_account *out)
 {
     struct app *app = ud;
@@ -350,22 +373,34 @@ int app_chat_authenticate(void *ud, const char *user, const char *secret_in,
         return -EPERM;
     if (!throttle && app_chat_init(app) == -ENOMEM)
         return -ENOMEM;
-    char key[ACCOUNT_NAME_MAX + 8];
-    throttle_key(user, key, sizeof key);
-    int64_t now = now_ms() / 1000;
-    int64_t wait = auth_throttle_check(throttle, key, now);
-    if (wait) {
-        log_info("chat: login for '%s' throttled for %llds", user, (long long)wait);
-        return -EAGAIN;
-    }
     struct db *db = db_pool_acquire(app->db);
     if (!db)
         return -EIO;
-    int rc = authenticate(app, db, user, secret_in, out);
+    /* A valid token first: never throttled (see the top). */
+    int rc = token_login(app, db, user, secret_in, out);
+    if (rc != -ENOENT) {
+        db_pool_release(app->db, db);
+        return rc;
+    }
+    char ipk[128], ipu[128 + ACCOUNT_NAME_MAX];
+    throttle_keys(ip, user, ipk, sizeof ipk, ipu, sizeof ipu);
+    int64_t now = now_ms() / 1000;
+    int64_t wait = auth_throttle_check(throttle, ipk, now);
+    if (!wait)
+        wait = auth_throttle_check(throttle, ipu, now);
+    if (wait) {
+        db_pool_release(app->db, db);
+        log_info("chat: login for '%s' from %s throttled for %llds", user, ip ? ip : "?",
+                 (long long)wait);
+        return -EAGAIN;
+    }
+    rc = password_login(app, db, user, secret_in, out);
     db_pool_release(app->db, db);
-    if (rc == -EPERM)
-        auth_throttle_fail(throttle, key, now);
-    else if (rc == 0)
-        auth_throttle_clear(throttle, key);
+    if (rc == -EPERM) {
+        auth_throttle_fail(throttle, ipk, now);
+        auth_throttle_fail(throttle, ipu, now);
+    } else if (rc == 0) {
+        auth_throttle_clear(throttle, ipu);
+    }
     return rc;
 }

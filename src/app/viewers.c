@@ -302,7 +302,8 @@ unsigned viewers_peak(struct viewers *v, const char *slug)
 void viewers_client_id(struct viewers *v, const char *remote, const char *user_agent,
                        unsigned char out[VIEWERS_ID_BYTES])
 {
-    /* The address without its port: "1.2.3.4:5678", "[2001:db8::1]:5678". */
+    /* The address without its port: "1.2.3.4:5678", "[2001:db8::1]:5678",
+     * or already bare (http_request_client_ip): "1.2.3.4", "2001:db8::1". */
     const char *a = remote ? remote : "";
     size_t alen;
     if (a[0] == '[') {
@@ -310,7 +311,7 @@ void viewers_client_id(struct viewers *v, const char *remote, const char *user_a
         alen = strcspn(a, "]");
     } else {
         const char *colon = strrchr(a, ':');
-        alen = colon ? (size_t)(colon - a) : strlen(a);
+        alen = colon && strchr(a, ':') == colon ? (size_t)(colon - a) : strlen(a);
     }
     crypto_generichash_state st;
     unsigned char full[crypto_generichash_BYTES];
@@ -352,7 +353,7 @@ bool viewers_seen(struct viewers *v, struct http_request *req, const char *slug,
         return false;
     uint64_t now = v->loop ? uv_now(v->loop) : 1;
     unsigned char hid[VIEWERS_ID_BYTES], cid[VIEWERS_ID_BYTES];
-    viewers_client_id(v, req->remote, http_request_header(req, "User-Agent"), hid);
+    viewers_client_id(v, http_request_client_ip(req), http_request_header(req, "User-Agent"), hid);
     if (request_vid(req, cid)) {
         viewers_touch_cookie(v, slug, cid, hid, now);
         return false;

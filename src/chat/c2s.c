@@ -23,11 +23,26 @@
  * finished closing) and asks the transport to close. The transport then
  * calls c2s_session_free; if that happens from inside one of our own calls
  * (a synchronous close), the free is deferred to the end of that call.
+ *
+ * A write that fails is different: it may happen inside a delivery, with
+ * the MUC (or the router) in the middle of a broadcast below us, and
+ * unregistering there would tell the MUC at once that we are gone, which
+ * frees occupants and rooms under its feet. So a failed write only marks
+ * the session closing (deliveries are dropped from then on) and queues
+ * session_fail_later on the server's deferred queue: on the next loop turn
+ * it unregisters the JID and asks the transport to close.
+ *
+ * Flooding: every stanza of a bound session takes a token from a bucket
+ * (RATE_BURST, refilled at RATE_PER_SEC); without one it is refused with
+ * policy-violation, and a client that keeps going RATE_GRACE stanzas past
+ * an empty bucket gets the policy-violation stream error. The limit is off
+ * with xmpp.message_interval = 0 (rate limits off, as the chat bench runs).
  */
 #include "chat/c2s.h"
 
 #include <errno.h>
 #include <sodium.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +51,6 @@
 
 #include "chat/ns.h"
 #include "chat/xmpp.h"
-#include "chat/xmpp_internal.h"
 #include "core/config.h"
 #include "core/log.h"
 
@@ -44,6 +58,9 @@
 #define SASL_MAX 4096     /* base64 of one SASL message */
 #define HELD_MAX 65536    /* input held while a password is checked */
 #define CREDS_MAX 1024
+#define RATE_BURST 50     /* stanzas a bound session may send at once */
+#define RATE_PER_SEC 10   /* and on average */
+#define RATE_GRACE 50     /* refused past an empty bucket before the stream ends */
 
 enum pause_why { PAUSE_NONE = 0, PAUSE_STARTTLS, PAUSE_AUTH, PAUSE_RESTART, PAUSE_CLOSED };
 
@@ -53,6 +70,7 @@ struct auth_job {
     char user[CREDS_MAX];
     char secret[CREDS_MAX];
     char authzid[CREDS_MAX];
+    char ip[64];
     struct xmpp_account account;
     int rc;
 };
@@ -72,6 +90,8 @@ struct c2s_session {
     bool bound;
     bool registered;   /* in the router's table */
     bool closing;
+    bool failed;       /* a write failed: session_fail_later is queued */
+    bool rate_warned;
     bool guest;
     bool sasl_wait_response; /* PLAIN without an initial response */
     int auth_failures;
@@ -84,6 +104,10 @@ struct c2s_session {
 
     struct auth_job *auth; /* in flight */
     struct buf held;
+
+    int32_t rate_tokens; /* thousandths of a stanza; negative: in debt */
+    uint64_t rate_at;    /* loop time of the last refill, ms */
+    struct xmpp_deferred later; /* session_fail_later */
 
     unsigned depth;    /* inside one of our entry points */
     bool free_pending;
@@ -116,18 +140,48 @@ static const char *who(const struct c2s_session *s)
 
 /* ---- output ---------------------------------------------------------------------- */
 
-static void session_close(struct c2s_session *s, int cond, const char *text);
+static void unregister(struct c2s_session *s)
+{
+    if (s->registered) {
+        s->registered = false;
+        xmpp_server_session_remove(s->srv, &s->jid);
+    }
+}
+
+/* On a later loop turn than the failed write: nobody of ours is below. */
+static void session_fail_later(struct xmpp_deferred *d)
+{
+    struct c2s_session *s = (struct c2s_session *)((char *)d - offsetof(struct c2s_session, later));
+    enter(s);
+    unregister(s);
+    s->t.close(s->t.ud);
+    leave(s);
+}
+
+/* A write failed: say nothing more, and end on a later turn (see the top). */
+static void session_fail(struct c2s_session *s, int rc)
+{
+    if (s->closing)
+        return;
+    log_info("xmpp c2s %s %s: write failed (%s); closing", s->ip, who(s), strerror(-rc));
+    s->closing = true;
+    s->failed = true;
+    s->pause = PAUSE_CLOSED;
+    xmpp_server_defer(s->srv, &s->later, session_fail_later);
+}
 
 static int send_buf(struct c2s_session *s, struct buf *b)
 {
     if (!b->len)
         return 0;
+    if (s->closing) {
+        buf_reset(b);
+        return -EPIPE;
+    }
     int rc = s->t.write(s->t.ud, b->data, b->len);
     buf_reset(b);
-    if (rc < 0 && !s->closing) {
-        log_info("xmpp c2s %s %s: write failed (%s); closing", s->ip, who(s), strerror(-rc));
-        session_close(s, -1, NULL);
-    }
+    if (rc < 0)
+        session_fail(s, rc);
     return rc;
 }
 
@@ -136,19 +190,9 @@ static int send_str(struct c2s_session *s, const char *str)
     if (s->closing)
         return -EPIPE;
     int rc = s->t.write(s->t.ud, str, strlen(str));
-    if (rc < 0) {
-        log_info("xmpp c2s %s %s: write failed (%s); closing", s->ip, who(s), strerror(-rc));
-        session_close(s, -1, NULL);
-    }
+    if (rc < 0)
+        session_fail(s, rc);
     return rc;
-}
-
-static void unregister(struct c2s_session *s)
-{
-    if (s->registered) {
-        s->registered = false;
-        xmpp_server_session_remove(s->srv, &s->jid);
-    }
 }
 
 static int write_header(struct c2s_session *s, struct buf *b, const char *to)
@@ -375,7 +419,7 @@ static void auth_work(void *arg)
     if (!j->hooks->authenticate)
         j->rc = -ENOSYS;
     else
-        j->rc = j->hooks->authenticate(j->hooks->ud, j->user, j->secret, &j->account);
+        j->rc = j->hooks->authenticate(j->hooks->ud, j->user, j->secret, j->ip, &j->account);
     sodium_memzero(j->secret, sizeof j->secret);
 }
 
@@ -487,6 +531,7 @@ static int sasl_plain(struct c2s_session *s, const char *b64)
     }
     j->sess = s;
     j->hooks = xmpp_server_hooks(s->srv);
+    snprintf(j->ip, sizeof j->ip, "%s", s->ip);
     memcpy(j->authzid, raw, zlen);
     memcpy(j->user, p1 + 1, ulen);
     memcpy(j->secret, p2 + 1, plen);
@@ -597,7 +642,8 @@ static void on_bind(struct c2s_session *s, struct xml_node *iq, struct xml_node 
         free(s->jid_text);
         s->jid_text = NULL;
         reply_error(s, iq, rc == -EEXIST ? STANZA_COND_CONFLICT
-                                         : STANZA_COND_RESOURCE_CONSTRAINT, NULL);
+                                         : STANZA_COND_RESOURCE_CONSTRAINT,
+                    rc == -EDQUOT ? "too many sessions for this account" : NULL);
         return;
     }
     s->jid = full;
@@ -622,6 +668,38 @@ static void on_bind(struct c2s_session *s, struct xml_node *iq, struct xml_node 
 
 /* ---- stanzas ---------------------------------------------------------------------- */
 
+/*
+ * The stanza rate limit (see the top). true: go on with st; false: it was
+ * refused (the caller frees it).
+ */
+static bool rate_ok(struct c2s_session *s, const struct xml_node *st)
+{
+    if (xmpp_server_config(s->srv)->xmpp.message_interval_ms == 0)
+        return true;
+    const int64_t full = (int64_t)RATE_BURST * 1000, floor = -(int64_t)RATE_GRACE * 1000 - 1000;
+    uint64_t now = uv_now(xmpp_server_loop(s->srv));
+    uint64_t dt = now - s->rate_at;
+    s->rate_at = now;
+    int64_t t = (int64_t)s->rate_tokens + (dt > 3600000 ? full : (int64_t)dt * RATE_PER_SEC);
+    if (t > full)
+        t = full;
+    t -= 1000;
+    s->rate_tokens = (int32_t)(t < floor ? floor : t);
+    if (t >= 0)
+        return true;
+    if (t < -(int64_t)RATE_GRACE * 1000) {
+        stream_error(s, STANZA_STREAM_POLICY_VIOLATION, "too many stanzas");
+        return false;
+    }
+    if (!s->rate_warned) {
+        s->rate_warned = true;
+        log_info("xmpp c2s %s %s: over %d stanzas/s (burst %d): refusing stanzas", s->ip, who(s),
+                 RATE_PER_SEC, RATE_BURST);
+    }
+    reply_error(s, st, STANZA_COND_POLICY_VIOLATION, "too many stanzas; slow down");
+    return false;
+}
+
 /* Owns st. */
 static int on_client_stanza(struct c2s_session *s, struct xml_node *st)
 {
@@ -639,6 +717,8 @@ static int on_client_stanza(struct c2s_session *s, struct xml_node *st)
                          s->authed ? "bind a resource first" : "authenticate first");
         goto drop;
     }
+    if (!rate_ok(s, st))
+        goto drop;
     if (kind == STANZA_IQ && xml_child(st, "bind", XMPP_NS_BIND) && !xml_attr_get(st, "to")) {
         reply_error(s, st, STANZA_COND_NOT_ALLOWED, "already bound");
         goto drop;
@@ -878,6 +958,8 @@ struct c2s_session *c2s_session_new(struct xmpp_server *srv, const struct c2s_pa
     s->framing = p->framing;
     s->websocket = p->websocket;
     s->secure = p->secure || p->framing == STANZA_FRAMING_WS;
+    s->rate_tokens = RATE_BURST * 1000;
+    s->rate_at = uv_now(xmpp_server_loop(srv));
     snprintf(s->ip, sizeof s->ip, "%s", p->ip ? p->ip : "-");
     buf_init(&s->held, HELD_MAX);
     static const struct xml_stream_callbacks cb = {
@@ -899,6 +981,7 @@ struct c2s_session *c2s_session_new(struct xmpp_server *srv, const struct c2s_pa
 
 static void session_destroy(struct c2s_session *s)
 {
+    xmpp_server_defer_cancel(s->srv, &s->later);
     unregister(s);
     if (s->auth) {
         s->auth->sess = NULL; /* the worker's answer finds nobody */
@@ -953,8 +1036,12 @@ int c2s_session_feed_frame(struct c2s_session *s, const char *data, size_t len)
 
 void c2s_session_end(struct c2s_session *s, const char *cond)
 {
-    if (s->closing)
+    if (s->closing) {
+        /* A failed one that is not gone yet: its JID is free from now on
+         * (a session binding it again ends it with conflict). */
+        unregister(s);
         return;
+    }
     enter(s);
     int c = -1;
     if (cond) {

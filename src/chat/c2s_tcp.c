@@ -350,7 +350,7 @@ static int t_starttls(void *ud)
     struct c2s_conn *c = ud;
     if (c->tls)
         return -EALREADY;
-    struct tls_ctx *ctx = xmpp_server_tls(c->l->srv, false);
+    struct tls_ctx *ctx = xmpp_server_tls_c2s(c->l->srv);
     if (!ctx)
         return -EINVAL;
     /* <proceed/> and anything before it go out in the clear. */

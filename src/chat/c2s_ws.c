@@ -19,8 +19,10 @@
  * system-shutdown. WebSocket pings every xmpp.keepalive keep proxies from
  * dropping a quiet chat.
  *
- * The peer address is the socket's: there is no trusted-proxy setting, so
- * X-Forwarded-For is not believed.
+ * The session's address is the upgrade request's client address
+ * (http_request_client_ip): the socket's, or X-Forwarded-For's when the
+ * socket is one of http.trusted_proxies. Guest bans and login throttling
+ * go by it.
  */
 #include "chat/c2s_ws.h"
 
@@ -96,22 +98,6 @@ static void on_close(void *ud, int code)
     free(cw);
 }
 
-/* "1.2.3.4" of "1.2.3.4:5678", "::1" of "[::1]:5678". */
-static void peer_ip(const char *remote, char *out, size_t n)
-{
-    const char *start = remote;
-    size_t len;
-    if (remote[0] == '[') {
-        start++;
-        const char *e = strchr(start, ']');
-        len = e ? (size_t)(e - start) : strlen(start);
-    } else {
-        const char *e = strrchr(remote, ':');
-        len = e ? (size_t)(e - remote) : strlen(remote);
-    }
-    snprintf(out, n, "%.*s", (int)len, start);
-}
-
 static int on_request(struct http_request *req, void *ud)
 {
     struct xmpp_server *x = ud;
@@ -121,8 +107,8 @@ static int on_request(struct http_request *req, void *ud)
     xmpp_server_stats(x, &st);
     size_t open = ws_open + st.c2s + st.s2s_in + st.s2s_out;
     if (open >= (size_t)cfg->xmpp.max_connections) {
-        log_warn("xmpp ws %s: connection refused: xmpp.max_connections (%d) reached", req->remote,
-                 cfg->xmpp.max_connections);
+        log_warn("xmpp ws %s: connection refused: xmpp.max_connections (%d) reached",
+                 http_request_client_ip(req), cfg->xmpp.max_connections);
         http_response_error(req, 503, "unavailable", "too many chat connections; try again later");
         http_response_header(req, "Retry-After", "10");
         return 0;
@@ -132,7 +118,7 @@ static int on_request(struct http_request *req, void *ud)
     if (!cw)
         return http_response_error(req, 503, "unavailable", "out of memory");
     cw->x = x;
-    peer_ip(req->remote, cw->ip, sizeof cw->ip);
+    snprintf(cw->ip, sizeof cw->ip, "%s", http_request_client_ip(req));
 
     const struct ws_options o = {
         .subprotocol = "xmpp",

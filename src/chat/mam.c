@@ -274,8 +274,8 @@ int muc_store_load(struct db *db, const char *slug, int64_t channel_id, size_t h
     struct db_stmt *st;
     int rc = db_prepare(db,
                         "SELECT c.id, c.slug, c.title, c.description, c.owner_id, u.name,"
-                        " c.chat_enabled, c.chat_guests_may_talk, c.chat_slow_mode, c.chat_subject"
-                        " FROM channels c JOIN users u ON u.id = c.owner_id"
+                        " c.chat_enabled, c.chat_guests_may_talk, c.chat_slow_mode, c.chat_subject,"
+                        " c.protected FROM channels c JOIN users u ON u.id = c.owner_id"
                         " WHERE (?1 IS NOT NULL AND c.slug = ?1) OR c.id = ?2",
                         &st);
     if (rc)
@@ -295,6 +295,7 @@ int muc_store_load(struct db *db, const char *slug, int64_t channel_id, size_t h
     p->guests_may_talk = db_column_int64(st, 7) != 0;
     p->slow_mode_s = (int)db_column_int64(st, 8);
     p->subject = col_dup(st, 9);
+    p->members_only = db_column_int64(st, 10) != 0;
     db_finalize(st);
     if (!p->slug || !p->title || !p->owner_name) {
         rc = -ENOMEM;
@@ -329,6 +330,26 @@ int muc_store_load(struct db *db, const char *slug, int64_t channel_id, size_t h
     db_finalize(st);
     if (rc < 0)
         goto fail;
+
+    if (p->members_only) {
+        /* who may come in: the invited accounts (owner, moderators and
+         * admins are in the policy already) */
+        if ((rc = db_prepare(db, "SELECT user_id FROM channel_invites WHERE channel_id = ?", &st)))
+            goto fail;
+        db_bind_int64(st, 1, p->channel_id);
+        while ((rc = db_step(st)) == DB_ROW) {
+            int64_t *v = realloc(p->invited, (p->ninvited + 1) * sizeof *v);
+            if (!v) {
+                rc = -ENOMEM;
+                break;
+            }
+            p->invited = v;
+            v[p->ninvited++] = db_column_int64(st, 0);
+        }
+        db_finalize(st);
+        if (rc < 0)
+            goto fail;
+    }
 
     if ((rc = db_prepare(db, "SELECT word FROM chat_banned_words WHERE channel_id = ? OR"
                              " channel_id IS NULL", &st)))
@@ -397,6 +418,30 @@ int muc_store_nick_owner(struct db *db, const char *nick, int64_t *user_id)
         *user_id = db_column_int64(st, 0);
     db_finalize(st);
     return rc < 0 ? rc : 0;
+}
+
+int muc_store_message_author(struct db *db, int64_t channel_id, const char *stanza_id,
+                             const char *occupant_id, const char *bare, bool *is_author)
+{
+    struct db_stmt *st;
+    *is_author = false;
+    int rc = db_prepare(db, "SELECT occupant_id, from_jid FROM chat_messages WHERE channel_id = ?"
+                            " AND stanza_id = ? AND retracted_at IS NULL", &st);
+    if (rc)
+        return rc;
+    db_bind_int64(st, 1, channel_id);
+    db_bind_text(st, 2, stanza_id);
+    rc = db_step(st);
+    if (rc == DB_ROW) {
+        const char *o = db_column_text(st, 0), *j = db_column_text(st, 1);
+        *is_author = (occupant_id && o && strcmp(o, occupant_id) == 0) ||
+                     (bare && j && strcmp(j, bare) == 0);
+        rc = 0;
+    } else if (rc == DB_DONE) {
+        rc = -ENOENT;
+    }
+    db_finalize(st);
+    return rc;
 }
 
 /* ---- writes ------------------------------------------------------------ */

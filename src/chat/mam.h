@@ -77,6 +77,12 @@ void muc_loaded_clear(struct muc_loaded *l);
  * id, or 0. 0 or negative. */
 int muc_store_nick_owner(struct db *db, const char *nick, int64_t *user_id);
 
+/* Worker. Who wrote the archived message stanza_id of the channel (not
+ * yet retracted): *is_author when its occupant_id is occupant_id or its
+ * from_jid is bare. 0, -ENOENT when there is no such message, negative. */
+int muc_store_message_author(struct db *db, int64_t channel_id, const char *stanza_id,
+                             const char *occupant_id, const char *bare, bool *is_author);
+
 /* ---- writes, in order -------------------------------------------------- */
 
 enum muc_op_kind {

@@ -14,6 +14,16 @@
  * a room at hundreds of messages a second costs one transaction per batch,
  * and the loop never waits. MAM queries run on workers of their own.
  *
+ * Re-entrancy: a delivery may notice a dead stream and call the session-
+ * gone watcher (on_gone) while a room is in the middle of a broadcast or a
+ * join. The rooms mark such occupants and remove them when their call
+ * returns (muc_room.c); here, a room held on the stack (sr->busy, or the
+ * room itself busy) or any room during on_gone's walk is never freed, and
+ * a stanza routed back into a room while it is being pumped waits in its
+ * FIFO for the pump already running.
+ *
+ * Limits: see muc.h (unknown rooms, loading rooms, queue bytes, MAM).
+ *
  * Fan-out: the room gives one template per broadcast and a recipient JID;
  * we copy the tree per recipient and route it. See the report for the
  * prebuilt-bytes fast path proposal (xmpp_route_shared).
@@ -39,7 +49,16 @@
 #include "core/util.h"
 #include "store/db.h"
 
-#define PENDING_MAX 10000         /* stanzas queued per room while it loads */
+#define PENDING_MAX 2000          /* stanzas queued per room while it loads or waits */
+#define PENDING_BYTES (1 << 20)   /* and their bytes, per room */
+#define PENDING_SENDER_BYTES (64 << 10) /* of which one sender's */
+#define LOADING_MAX 64            /* rooms loading from the database at once */
+#define UNKNOWN_MAX 1024          /* slugs remembered as no room... */
+#define UNKNOWN_TTL_MS 60000      /* ...for a minute */
+#define MAM_INFLIGHT_MAX 16       /* archive queries on workers, whole service */
+#define MAM_BURST 10              /* archive queries per requester at once (paging)... */
+#define MAM_INTERVAL_MS 1000      /* ...then one a second, one at a time */
+#define MAM_RATE_MAX 1024         /* requesters tracked */
 #define NICK_CACHE_MAX 4096
 #define NICK_CACHE_TTL_MS 60000
 #define OPS_MAX 100000            /* writes waiting for the database */
@@ -50,6 +69,7 @@ struct pending {
     struct pending *next;
     struct xml_node *st;
     struct jid from, to;
+    size_t bytes;
 };
 
 struct sroom {
@@ -58,8 +78,22 @@ struct sroom {
     char *slug;
     struct muc_room *room; /* NULL while loading */
     struct pending *head, *tail;
-    size_t nq;
-    bool loading, blocked, reloading;
+    size_t nq, qbytes;
+    bool loading, blocked, reloading, pumping;
+    unsigned busy; /* functions holding sr on the stack: never freed then */
+};
+
+/* A slug that named no room (or a room with chat off), recently. */
+struct unknown_slug {
+    char slug[JID_PART_MAX + 1];
+    int64_t at_ms;
+};
+
+/* Archive queries per requester (full JID): a window count, one at a time. */
+struct mam_rate {
+    char *jid;
+    int64_t tat_ms; /* GCRA: theoretical arrival time */
+    bool busy;
 };
 
 struct count_slot {
@@ -99,6 +133,13 @@ struct muc_service {
     uv_timer_t *expire;
     unsigned inflight; /* worker jobs that will come back */
     bool closing;
+    size_t nloading;   /* rooms loading now (LOADING_MAX) */
+    struct unknown_slug *unknown; /* ring of UNKNOWN_MAX */
+    size_t nunknown, unknown_next;
+    struct mam_rate *mam_rates; /* MAM_RATE_MAX */
+    size_t nmam_rates;
+    unsigned mam_inflight;
+    unsigned walking; /* on_gone going over the rooms: unloading waits */
 };
 
 static void pump(struct sroom *sr);
@@ -440,12 +481,36 @@ static void room_unlink_free(struct sroom *sr)
     free(sr);
 }
 
-/* Nobody in it, nothing queued, nothing in flight: let it go. */
+/* Nobody in it, nothing queued, nothing in flight, nobody holding it on
+ * the stack (a delivery inside a broadcast can call on_gone): let it go. */
 static void maybe_unload(struct sroom *sr)
 {
-    if (sr->room && !sr->head && !sr->loading && !sr->blocked && !sr->reloading &&
-        muc_room_count(sr->room) == 0)
+    if (sr->room && !sr->head && !sr->loading && !sr->blocked && !sr->reloading && !sr->busy &&
+        !sr->m->walking && !muc_room_busy(sr->room) && muc_room_count(sr->room) == 0)
         room_unlink_free(sr);
+}
+
+/* ---- slugs that are no room: a short negative cache --------------------- */
+
+static bool unknown_slug(struct muc_service *m, const char *slug)
+{
+    int64_t now = env_now(m);
+    for (size_t i = 0; i < m->nunknown; i++)
+        if (now - m->unknown[i].at_ms < UNKNOWN_TTL_MS && strcmp(m->unknown[i].slug, slug) == 0)
+            return true;
+    return false;
+}
+
+static void unknown_put(struct muc_service *m, const char *slug)
+{
+    if (strlen(slug) > JID_PART_MAX)
+        return;
+    struct unknown_slug *u = &m->unknown[m->unknown_next];
+    snprintf(u->slug, sizeof u->slug, "%s", slug);
+    u->at_ms = env_now(m);
+    m->unknown_next = (m->unknown_next + 1) % UNKNOWN_MAX;
+    if (m->nunknown < UNKNOWN_MAX)
+        m->nunknown++;
 }
 
 struct load_job {
@@ -472,6 +537,7 @@ static void load_work(void *arg)
 
 static void refuse_all(struct sroom *sr, int cond, const char *text)
 {
+    sr->qbytes = 0;
     while (sr->head) {
         struct pending *p = sr->head;
         sr->head = p->next;
@@ -492,12 +558,15 @@ static void load_done(void *arg)
     struct load_job *j = arg;
     struct muc_service *m = j->m;
     m->inflight--;
+    m->nloading--;
     if (m->closing) {
         muc_loaded_clear(&j->res);
         free(j->slug), free(j);
         service_release(m);
         return;
     }
+    if (j->rc == -ENOENT)
+        unknown_put(m, j->slug);
     struct sroom *sr = find_room(m, j->slug);
     if (sr && sr->loading) {
         sr->loading = false;
@@ -516,9 +585,11 @@ static void load_done(void *arg)
             if (j->rc != -ENOENT)
                 log_warn("muc: room %s@%s: cannot load (%d)", j->slug,
                          xmpp_server_muc_domain(m->srv), j->rc);
+            sr->busy++; /* the refusals are deliveries too */
             refuse_all(sr, j->rc == -ENOENT ? STANZA_COND_ITEM_NOT_FOUND
                                             : STANZA_COND_INTERNAL_SERVER_ERROR,
                        j->rc == -ENOENT ? "No such room (or its chat is off)" : NULL);
+            sr->busy--;
             room_unlink_free(sr);
         }
     }
@@ -540,7 +611,99 @@ static int start_load(struct sroom *sr)
         return rc;
     }
     sr->m->inflight++;
+    sr->m->nloading++;
     sr->loading = true;
+    return 0;
+}
+
+/* ---- retractions of messages no longer in memory ------------------------- */
+
+/*
+ * The room asks (env->verify_retract) when a participant retracts a
+ * message older than its history ring: the archive says who wrote it. The
+ * room's FIFO waits meanwhile (blocked, like a nick lookup), so what the
+ * sender says next cannot overtake the retraction.
+ */
+struct retract_job {
+    struct muc_service *m;
+    char *slug;
+    struct pending *p;
+    char *sid, *oid, *bare;
+    int64_t channel_id;
+    bool author, found;
+    int rc;
+};
+
+static void retract_work(void *arg)
+{
+    struct retract_job *j = arg;
+    struct db *db = db_pool_acquire(xmpp_server_db(j->m->srv));
+    if (!db) {
+        j->rc = -EIO;
+        return;
+    }
+    j->rc = muc_store_message_author(db, j->channel_id, j->sid, j->oid, j->bare, &j->author);
+    j->found = j->rc == 0;
+    db_pool_release(xmpp_server_db(j->m->srv), db);
+}
+
+static void retract_job_free(struct retract_job *j)
+{
+    if (j->p)
+        pending_free(j->p);
+    free(j->slug), free(j->sid), free(j->oid), free(j->bare), free(j);
+}
+
+static void retract_done(void *arg)
+{
+    struct retract_job *j = arg;
+    struct muc_service *m = j->m;
+    m->inflight--;
+    if (m->closing) {
+        retract_job_free(j);
+        service_release(m);
+        return;
+    }
+    struct sroom *sr = find_room(m, j->slug);
+    if (sr && sr->room) {
+        sr->busy++;
+        if (j->rc && j->rc != -ENOENT)
+            log_warn("muc %s: cannot check the author of %s (%d)", muc_room_jid(sr->room), j->sid,
+                     j->rc);
+        muc_room_retract_checked(sr->room, j->p->st, &j->p->from, &j->p->to, j->author, j->found);
+        sr->busy--;
+        sr->blocked = false;
+        retract_job_free(j);
+        pump(sr);
+        return;
+    }
+    retract_job_free(j);
+}
+
+static int env_verify_retract(void *ud, const struct xml_node *st, const struct jid *from,
+                              const struct jid *to, const char *sid, const char *oid,
+                              const char *bare)
+{
+    struct muc_service *m = ud;
+    struct sroom *sr = to->local ? find_room(m, to->local) : NULL;
+    if (!sr || !sr->room || sr->blocked)
+        return -EINVAL;
+    struct retract_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    j->m = m;
+    j->channel_id = muc_room_channel(sr->room);
+    j->slug = strdup(sr->slug);
+    j->sid = strdup(sid), j->oid = strdup(oid), j->bare = strdup(bare);
+    j->p = calloc(1, sizeof *j->p);
+    if (!j->slug || !j->sid || !j->oid || !j->bare || !j->p || !(j->p->st = xml_node_copy(st)) ||
+        jid_copy(&j->p->from, from) || jid_copy(&j->p->to, to) ||
+        xmpp_server_work(m->srv, retract_work, retract_done, j)) {
+        retract_job_free(j);
+        return -ENOMEM;
+    }
+    m->inflight++;
+    sr->blocked = true;
     return 0;
 }
 
@@ -695,8 +858,12 @@ static void dispatch(struct sroom *sr, struct pending *p, int64_t nick_owner)
         enum stanza_type t = stanza_type(p->st);
         if (q && !p->to.resource && strcmp(q->ns, MUC_NS_MAM) == 0 && strcmp(q->name, "query") == 0) {
             who_of(m, &p->from, &who);
-            if (!muc_room_may_read(sr->room, &p->from, &who)) {
-                muc_send_error(&m->env, p->st, STANZA_COND_FORBIDDEN, NULL);
+            int cond = muc_room_read_access(sr->room, &p->from, &who);
+            if (cond) {
+                muc_send_error(&m->env, p->st, cond,
+                               cond == STANZA_COND_REGISTRATION_REQUIRED
+                                   ? "This channel is private: only invited accounts read its archive"
+                                   : NULL);
             } else if (t == STANZA_TYPE_GET) {
                 mam_form(sr, p);
             } else if (t == STANZA_TYPE_SET) {
@@ -729,6 +896,12 @@ static bool needs_nick(struct sroom *sr, struct pending *p, char key[JID_PART_MA
 static void pump(struct sroom *sr)
 {
     struct muc_service *m = sr->m;
+    /* a stanza routed back to this room from inside a dispatch (a bounce)
+     * was queued; the loop below, further up the stack, takes it */
+    if (sr->pumping)
+        return;
+    sr->pumping = true;
+    sr->busy++;
     while (sr->room && !sr->blocked && sr->head) {
         struct pending *p = sr->head;
         char key[JID_PART_MAX + 1];
@@ -741,6 +914,8 @@ static void pump(struct sroom *sr)
                 if (xmpp_server_work(m->srv, nick_work, nick_done, j) == 0) {
                     m->inflight++;
                     sr->blocked = true;
+                    sr->busy--;
+                    sr->pumping = false;
                     return;
                 }
                 free(j->slug);
@@ -752,8 +927,11 @@ static void pump(struct sroom *sr)
         if (!sr->head)
             sr->tail = NULL;
         sr->nq--;
+        sr->qbytes -= p->bytes;
         dispatch(sr, p, owner);
     }
+    sr->busy--;
+    sr->pumping = false;
     maybe_unload(sr);
 }
 
@@ -763,10 +941,67 @@ struct mam_job {
     struct muc_service *m;
     struct pending *p;
     char *room_jid;
+    char *requester; /* its full JID, the mam_rates key */
     struct mam_query q;
     struct mam_result res;
     int rc;
 };
+
+/*
+ * MAM queries are the most expensive thing a client can ask for (a query
+ * and a count on a worker, up to MAM_MAX_PAGE stanzas back). Per requester
+ * (full JID): one at a time, MAM_BURST in a row (a client paging back
+ * through the archive), then one per MAM_INTERVAL_MS; for the whole
+ * service, MAM_INFLIGHT_MAX at once. 0 when the query may run (then
+ * mam_rate_release once it is answered), or the condition to refuse with.
+ */
+static int mam_rate_take(struct muc_service *m, const char *jid)
+{
+    if (m->mam_inflight >= MAM_INFLIGHT_MAX)
+        return STANZA_COND_RESOURCE_CONSTRAINT;
+    int64_t now = env_now(m);
+    struct mam_rate *free_slot = NULL, *r = NULL;
+    for (size_t i = 0; i < m->nmam_rates; i++) {
+        struct mam_rate *x = &m->mam_rates[i];
+        if (strcmp(x->jid, jid) == 0) {
+            r = x;
+            break;
+        }
+        if (!free_slot && !x->busy && x->tat_ms <= now)
+            free_slot = x; /* its budget is back to full: forgettable */
+    }
+    if (!r) {
+        char *s = strdup(jid);
+        if (!s)
+            return STANZA_COND_RESOURCE_CONSTRAINT;
+        if (!free_slot && m->nmam_rates < MAM_RATE_MAX)
+            free_slot = &m->mam_rates[m->nmam_rates++];
+        if (!free_slot) {
+            free(s);
+            return STANZA_COND_RESOURCE_CONSTRAINT;
+        }
+        free(free_slot->jid);
+        *free_slot = (struct mam_rate){.jid = s, .tat_ms = now};
+        r = free_slot;
+    }
+    if (r->busy)
+        return STANZA_COND_RESOURCE_CONSTRAINT;
+    int64_t tat = r->tat_ms > now ? r->tat_ms : now;
+    if (tat - now > (int64_t)(MAM_BURST - 1) * MAM_INTERVAL_MS)
+        return STANZA_COND_POLICY_VIOLATION;
+    r->tat_ms = tat + MAM_INTERVAL_MS;
+    r->busy = true;
+    return 0;
+}
+
+static void mam_rate_release(struct muc_service *m, const char *jid)
+{
+    for (size_t i = 0; jid && i < m->nmam_rates; i++)
+        if (strcmp(m->mam_rates[i].jid, jid) == 0) {
+            m->mam_rates[i].busy = false;
+            return;
+        }
+}
 
 static void mam_work(void *arg)
 {
@@ -835,10 +1070,13 @@ static void mam_done(void *arg)
         xml_node_free(res);
     }
 out:
+    mam_rate_release(m, j->requester);
+    m->mam_inflight--;
     mam_result_clear(&j->res);
     mam_query_clear(&j->q);
     pending_free(j->p);
     free(j->room_jid);
+    free(j->requester);
     free(j);
     if (m->closing)
         service_release(m);
@@ -847,12 +1085,35 @@ out:
 static void mam_query_start(struct sroom *sr, struct pending *p, const struct xml_node *q)
 {
     struct muc_service *m = sr->m;
+    char who[JID_MAX + 1];
+    if (jid_format(&p->from, who, sizeof who)) {
+        pending_free(p);
+        return;
+    }
+    int cond = mam_rate_take(m, who);
+    if (cond) {
+        log_info("muc %s: archive query from %s refused: %s", muc_room_jid(sr->room), who,
+                 cond == STANZA_COND_POLICY_VIOLATION ? "too many" : "one is running");
+        struct stanza_error e = {.cond = cond, .type = STANZA_ERROR_WAIT,
+                                 .text = cond == STANZA_COND_POLICY_VIOLATION
+                                             ? "Too many archive queries; slow down"
+                                             : "One archive query at a time"};
+        struct xml_node *reply;
+        if (stanza_error_reply(p->st, &e, &reply) == 0)
+            m->env.send(m->env.ud, reply, who), xml_node_free(reply);
+        pending_free(p);
+        return;
+    }
     struct mam_job *j = calloc(1, sizeof *j);
-    if (!j) {
+    if (!j || !(j->requester = strdup(who))) {
+        mam_rate_release(m, who);
+        free(j);
         pending_free(p);
         return;
     }
     if (mam_query_parse(q, &j->q)) {
+        mam_rate_release(m, who);
+        free(j->requester);
         muc_send_error(&m->env, p->st, STANZA_COND_BAD_REQUEST, NULL);
         pending_free(p);
         free(j);
@@ -864,13 +1125,16 @@ static void mam_query_start(struct sroom *sr, struct pending *p, const struct xm
     j->room_jid = strdup(muc_room_jid(sr->room));
     if (!j->room_jid || xmpp_server_work(m->srv, mam_work, mam_done, j)) {
         muc_send_error(&m->env, p->st, STANZA_COND_RESOURCE_CONSTRAINT, NULL);
+        mam_rate_release(m, who);
         mam_query_clear(&j->q);
         free(j->room_jid);
+        free(j->requester);
         pending_free(p);
         free(j);
         return;
     }
     m->inflight++;
+    m->mam_inflight++;
 }
 
 /* ---- the service's own address (chat.DOMAIN) ------------------------------ */
@@ -915,6 +1179,8 @@ static void service_iq(struct muc_service *m, struct xml_node *st)
             if (!sr->room || !muc_room_count(sr->room))
                 continue;
             const struct muc_policy *p = muc_room_policy(sr->room);
+            if (p->members_only)
+                continue; /* protected channels are not listed */
             struct xml_node *it = xml_element_add(r, "item", NULL);
             char name[512];
             snprintf(name, sizeof name, "%s (%zu)", p->title ? p->title : p->slug,
@@ -938,6 +1204,17 @@ static void service_iq(struct muc_service *m, struct xml_node *st)
 fail:
     xml_node_free(res);
     xmpp_route_error(m->srv, st, STANZA_COND_INTERNAL_SERVER_ERROR, NULL);
+}
+
+/* Bytes one sender has queued in the room (the queue is at most
+ * PENDING_MAX long, and only long while the room waits). */
+static size_t sender_bytes(const struct sroom *sr, const struct jid *from)
+{
+    size_t n = 0;
+    for (const struct pending *p = sr->head; p; p = p->next)
+        if (jid_equal(&p->from, from))
+            n += p->bytes;
+    return n;
 }
 
 static void on_stanza(void *ud, struct xml_node *st, const struct jid *from, const struct jid *to)
@@ -965,6 +1242,25 @@ static void on_stanza(void *ud, struct xml_node *st, const struct jid *from, con
             xml_node_free(st);
             return;
         }
+        /* Each new room is a database job: anyone on the network could ask
+         * for random names, so names that were no room are remembered for
+         * a minute, and only so many rooms load at once. */
+        if (unknown_slug(m, to->local)) {
+            xmpp_route_error(m->srv, st, STANZA_COND_ITEM_NOT_FOUND,
+                             "No such room (or its chat is off)");
+            return;
+        }
+        if (m->nloading >= LOADING_MAX) {
+            log_warn("muc: %zu rooms loading; refusing %s@%s for now", m->nloading, to->local,
+                     to->domain);
+            struct stanza_error e = {.cond = STANZA_COND_RESOURCE_CONSTRAINT,
+                                     .type = STANZA_ERROR_WAIT, .text = "Busy; try again"};
+            struct xml_node *reply;
+            if (stanza_error_reply(st, &e, &reply) == 0)
+                xmpp_route(m->srv, reply);
+            xml_node_free(st);
+            return;
+        }
         sr = calloc(1, sizeof *sr);
         if (!sr || !(sr->slug = strdup(to->local))) {
             free(sr);
@@ -980,8 +1276,12 @@ static void on_stanza(void *ud, struct xml_node *st, const struct jid *from, con
             return;
         }
     }
-    if (sr->nq >= PENDING_MAX) {
-        log_warn("muc room %s: %zu stanzas waiting; refusing more", sr->slug, sr->nq);
+    size_t bytes = muc_stanza_bytes(st) + sizeof(struct pending);
+    if (sr->head && (sr->nq >= PENDING_MAX || sr->qbytes + bytes > PENDING_BYTES ||
+                     sender_bytes(sr, from) + bytes > PENDING_SENDER_BYTES)) {
+        log_warn("muc room %s: %zu stanzas (%zu bytes) waiting; refusing more from %s%s%s",
+                 sr->slug, sr->nq, sr->qbytes, from->local ? from->local : "",
+                 from->local ? "@" : "", from->domain);
         xmpp_route_error(m->srv, st, STANZA_COND_RESOURCE_CONSTRAINT, NULL);
         return;
     }
@@ -994,6 +1294,8 @@ static void on_stanza(void *ud, struct xml_node *st, const struct jid *from, con
         return;
     }
     p->st = st;
+    p->bytes = bytes;
+    sr->qbytes += bytes;
     if (sr->tail)
         sr->tail->next = p;
     else
@@ -1003,19 +1305,53 @@ static void on_stanza(void *ud, struct xml_node *st, const struct jid *from, con
     pump(sr);
 }
 
+/*
+ * A session (or, with a JID that is only a domain, a whole remote server)
+ * went away. This can run inside one of our own deliveries, so no room is
+ * freed while we walk (m->walking; the rooms mark goners while busy), and
+ * the empty ones are let go after the outermost walk. room_unlink_free
+ * sends nothing, so that last loop cannot be re-entered.
+ */
+static void gone_walk(struct muc_service *m, const struct jid *full, const char *domain)
+{
+    m->walking++;
+    for (struct sroom *sr = m->rooms; sr; sr = sr->next) {
+        if (!sr->room)
+            continue;
+        if (domain)
+            muc_room_domain_gone(sr->room, domain);
+        else if (muc_room_is_occupant(sr->room, full))
+            muc_room_gone(sr->room, full);
+    }
+    if (--m->walking)
+        return;
+    for (struct sroom *sr = m->rooms, *next; sr; sr = next) {
+        next = sr->next;
+        maybe_unload(sr);
+    }
+}
+
 static void on_gone(void *ud, const struct jid *full)
 {
     struct muc_handle *h = ud;
     struct muc_service *m = h->m;
     if (!m)
         return;
-    for (struct sroom *sr = m->rooms, *next; sr; sr = next) {
-        next = sr->next;
-        if (sr->room && muc_room_is_occupant(sr->room, full)) {
-            muc_room_gone(sr->room, full);
-            maybe_unload(sr);
-        }
+    if (!full->local && !full->resource) {
+        /* a server-to-server stream ended: everyone on that domain */
+        if (!xmpp_server_is_local(m->srv, full->domain))
+            gone_walk(m, NULL, full->domain);
+        return;
     }
+    gone_walk(m, full, NULL);
+}
+
+void muc_domain_gone(struct muc_service *m, const char *domain)
+{
+    if (!m || m->closing || !domain || xmpp_server_is_local(m->srv, domain))
+        return;
+    log_info("muc: occupants from %s removed: its server went away", domain);
+    gone_walk(m, NULL, domain);
 }
 
 /* ---- muc_room_changed ------------------------------------------------------ */
@@ -1050,22 +1386,27 @@ static void change_done(void *arg)
     if (!sr)
         goto out;
     sr->reloading = false;
+    sr->busy++; /* what the room sends may come back to on_gone */
     char alt[JID_MAX + 1];
     if (c->rc == -ENOENT) {
         log_info("muc %s: destroyed: the channel is gone or its chat is off", muc_room_jid(sr->room));
         muc_room_destroy(sr->room, NULL, "The chat of this channel is closed");
+        sr->busy--;
         room_unlink_free(sr);
     } else if (c->rc) {
         log_warn("muc %s: cannot reload the policy (%d)", muc_room_jid(sr->room), c->rc);
+        sr->busy--;
         maybe_unload(sr);
     } else if (strcmp(c->res.policy->slug, sr->slug) != 0) {
         snprintf(alt, sizeof alt, "%s@%s", c->res.policy->slug, xmpp_server_muc_domain(m->srv));
         log_info("muc %s: channel renamed: moving to %s", muc_room_jid(sr->room), alt);
         muc_room_destroy(sr->room, alt, "The channel was renamed");
+        sr->busy--;
         room_unlink_free(sr);
     } else {
         muc_room_set_policy(sr->room, c->res.policy);
         c->res.policy = NULL;
+        sr->busy--;
         maybe_unload(sr);
     }
 out:
@@ -1080,6 +1421,7 @@ static void on_changed(void *arg)
     struct change *c = arg;
     struct muc_service *m = c->m;
     nick_cache_clear(m); /* a renamed account frees or takes a nick */
+    m->nunknown = 0;     /* and a renamed or new channel may be a name we said was no room */
     struct sroom *sr = find_room_by_channel(m, c->channel_id);
     if (!sr || m->closing || xmpp_server_work(m->srv, change_work, change_done, c)) {
         free(c);
@@ -1142,8 +1484,12 @@ struct muc_service *muc_service_new(struct xmpp_server *srv)
     m->nicks = calloc(NICK_CACHE_MAX, sizeof *m->nicks);
     m->handle = calloc(1, sizeof *m->handle);
     m->expire = calloc(1, sizeof *m->expire);
-    if (!m->nicks || !m->handle || !m->expire || pthread_mutex_init(&m->count_lock, NULL)) {
-        free(m->nicks), free(m->handle), free(m->expire), free(m);
+    m->unknown = calloc(UNKNOWN_MAX, sizeof *m->unknown);
+    m->mam_rates = calloc(MAM_RATE_MAX, sizeof *m->mam_rates);
+    if (!m->nicks || !m->handle || !m->expire || !m->unknown || !m->mam_rates ||
+        pthread_mutex_init(&m->count_lock, NULL)) {
+        free(m->nicks), free(m->handle), free(m->expire), free(m->unknown), free(m->mam_rates);
+        free(m);
         return NULL;
     }
     m->handle->m = m;
@@ -1169,12 +1515,13 @@ struct muc_service *muc_service_new(struct xmpp_server *srv)
     e->ban_remove = env_ban_remove;
     e->subject = env_subject;
     e->count = env_count;
+    e->verify_retract = env_verify_retract;
     load_occupant_key(m);
     if (xmpp_server_add_host(srv, e->muc_domain, on_stanza, m->handle) ||
         xmpp_server_on_session_gone(srv, on_gone, m->handle)) {
         log_error("muc: cannot register %s with the router", e->muc_domain);
         pthread_mutex_destroy(&m->count_lock);
-        free(m->nicks), free(m->expire), free(m);
+        free(m->nicks), free(m->expire), free(m->unknown), free(m->mam_rates), free(m);
         /* the handle may be registered: leave it, pointing nowhere */
         return NULL;
     }
@@ -1199,6 +1546,10 @@ static void service_release(struct muc_service *m)
     nick_cache_clear(m);
     free(m->nicks);
     free(m->counts);
+    for (size_t i = 0; i < m->nmam_rates; i++)
+        free(m->mam_rates[i].jid);
+    free(m->mam_rates);
+    free(m->unknown);
     pthread_mutex_destroy(&m->count_lock);
     free(m);
 }
@@ -1207,9 +1558,15 @@ void muc_service_free(struct muc_service *m)
 {
     if (!m)
         return;
-    m->handle->m = NULL; /* the router keeps calling it: it answers nothing */
-    m->handle->next = retired;
-    retired = m->handle;
+    m->handle->m = NULL; /* should the router still call it: it answers nothing */
+    if (xmpp_server_remove_host(m->srv, m->env.muc_domain) == 0 &&
+        xmpp_server_off_session_gone(m->srv, on_gone, m->handle) == 0) {
+        free(m->handle);
+    } else {
+        m->handle->next = retired;
+        retired = m->handle;
+    }
+    m->handle = NULL;
     while (m->rooms) {
         struct sroom *sr = m->rooms;
         if (sr->room)

@@ -15,6 +15,17 @@
  * guests and federated users are none; bans are outcast. Roles follow:
  * owner/admin -> moderator, member -> participant, none -> participant, or
  * visitor for guests when the channel does not let guests talk.
+ *
+ * A protected channel's room is members-only (XEP-0045 7.2.7): only the
+ * owner, its moderators, site admins and invited accounts join or read the
+ * archive; others get <registration-required/>; disco#items leaves it out.
+ *
+ * Limits against the network: a stanza for an unknown room costs a
+ * database job, so unknown names are remembered for a minute and at most
+ * 64 rooms load at once; a room's queue while it waits is bounded in bytes
+ * (1 MiB, 64 KiB per sender); archive queries run one at a time per
+ * requester, 10 in a row then one a second, 16 at once in all, 100
+ * results a page at most.
  */
 #ifndef HEARTH_CHAT_MUC_H
 #define HEARTH_CHAT_MUC_H
@@ -38,6 +49,15 @@ void muc_service_free(struct muc_service *m);
  * new address as alternate venue). 0 or -ENOMEM.
  */
 int muc_room_changed(struct muc_service *m, long long channel_id, const char *old_slug);
+
+/*
+ * Loop thread. The server DOMAIN went away (its incoming s2s stream ended):
+ * every occupant whose real JID is on it leaves every room with status 333.
+ * The same happens when the session-gone watcher is called
+ * (xmpp_server_notify_gone) with a JID that is only that domain. Local
+ * domains are ignored. Safe to call from inside a delivery.
+ */
+void muc_domain_gone(struct muc_service *m, const char *domain);
 
 /* Any thread: occupants of the channel's room now (0 when it is empty or
  * not loaded). */

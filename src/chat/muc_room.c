@@ -84,7 +84,7 @@ void muc_policy_free(struct muc_policy *p)
         ban_clear(&p->bans[i]);
     for (size_t i = 0; i < p->nwords; i++)
         free(p->words[i]);
-    free(p->mods), free(p->admins), free(p->bans), free(p->words);
+    free(p->mods), free(p->admins), free(p->bans), free(p->words), free(p->invited);
     free(p);
 }
 
@@ -118,6 +118,7 @@ struct occ {
     enum muc_role role;
     enum muc_aff aff;
     bool guest, site_admin, announced;
+    bool gone; /* its session went away while the room was busy: see sweep */
     int64_t tat_ms; /* rate limit: theoretical arrival time (GCRA) */
     int64_t user_id;
     char oid[23];
@@ -143,6 +144,8 @@ struct muc_room {
     size_t nbuckets;
     struct hist *hist; /* ring */
     size_t hhead, hlen;
+    unsigned busy; /* muc_room_* calls on the stack (env->send may re-enter) */
+    size_t ngone;  /* occupants marked gone while busy */
 };
 
 static uint32_t hash_str(const char *s, bool fold)
@@ -351,8 +354,10 @@ static void send_error_wait(const struct muc_env *env, const struct xml_node *st
 
 static void send_to(struct muc_room *r, const struct xml_node *st, const struct occ *o)
 {
-    r->env->send(r->env->ud, st, o->jid);
+    if (!o->gone)
+        r->env->send(r->env->ud, st, o->jid);
 }
+
 
 static int nick_jid(const struct muc_room *r, const char *nick, char *out, size_t n)
 {
@@ -668,6 +673,14 @@ static void join(struct muc_room *r, const struct xml_node *st, const struct jid
         muc_send_error(env, st, STANZA_COND_FORBIDDEN, "You are banned from this room");
         return;
     }
+    if (!muc_room_admits(r, who)) {
+        /* XEP-0045 7.2.7: members-only, registration-required (auth) */
+        log_info("muc %s: %s refused: the channel is protected and it is not invited", r->jid,
+                 full);
+        muc_send_error(env, st, STANZA_COND_REGISTRATION_REQUIRED,
+                       "This channel is private: only invited accounts may join");
+        return;
+    }
     struct occ *same = find_nick(r, to->resource);
     if (same && !who->guest && strcmp(same->bare, bare) == 0 &&
         strcmp(same->nick, to->resource) == 0)
@@ -705,24 +718,27 @@ static void join(struct muc_room *r, const struct xml_node *st, const struct jid
     o->announced = r->nocc < env->presence_full_max || o->role == MUC_ROLE_MODERATOR;
     muc_room_occupant_id(r, bare, o->oid);
 
-    /* the occupant list first, then the self-presence last (XEP-0045 7.2.3) */
-    bool mod = o->role == MUC_ROLE_MODERATOR;
-    struct pres_opts plain = {0};
-    for (size_t i = 0; i < r->nocc; i++) {
-        struct occ *x = r->occ[i];
-        if (!x->announced && !mod)
-            continue;
-        struct xml_node *p = build_presence(r, x, &plain, mod, false);
-        if (p)
-            send_to(r, p, o);
-        xml_node_free(p);
-    }
+    /* In the tables before anything is sent to it: if its stream turns out
+     * dead while we send, muc_room_gone finds it (no ghost occupant). */
     o->jhash = hash_str(o->jid, false);
     o->jnext = r->jb[o->jhash & (r->nbuckets - 1)];
     r->jb[o->jhash & (r->nbuckets - 1)] = o;
     link_nick(r, o);
     o->idx = (uint32_t)r->nocc;
     r->occ[r->nocc++] = o;
+
+    /* the occupant list first, then the self-presence last (XEP-0045 7.2.3) */
+    bool mod = o->role == MUC_ROLE_MODERATOR;
+    struct pres_opts plain = {0};
+    for (size_t i = 0; i < r->nocc && !o->gone; i++) {
+        struct occ *x = r->occ[i];
+        if (x == o || (!x->announced && !mod))
+            continue;
+        struct xml_node *p = build_presence(r, x, &plain, mod, false);
+        if (p)
+            send_to(r, p, o);
+        xml_node_free(p);
+    }
     static const int codes[] = {170}; /* the room is logged (MAM) */
     struct pres_opts po = {.codes = codes, .ncodes = 1, .status_self_only = true};
     broadcast_presence(r, o, &po, true);
@@ -782,8 +798,42 @@ static void change_nick(struct muc_room *r, struct occ *o, const struct xml_node
     broadcast_presence(r, o, &plain, true);
 }
 
-void muc_room_presence(struct muc_room *r, const struct xml_node *st, const struct jid *from,
-                       const struct jid *to, const struct muc_who *who, int64_t nick_owner)
+/*
+ * Re-entrancy. env->send may find the recipient's stream dead and, through
+ * the session-gone watcher, call muc_room_gone on this very room while we
+ * are in the middle of a loop over the occupants (or of a join, holding o).
+ * So every entry point holds the room busy; while busy, a gone occupant is
+ * only marked (and sent nothing more); the outermost call removes the
+ * marked ones on its way out, each with a 333 presence to the others.
+ */
+static void enter(struct muc_room *r) { r->busy++; }
+
+static void sweep(struct muc_room *r)
+{
+    static const int c333[] = {333};
+    struct pres_opts po = {.unavailable = true, .codes = c333, .ncodes = 1};
+    while (r->ngone) {
+        r->ngone = 0;
+        for (size_t i = r->nocc; i-- > 0;) {
+            if (i >= r->nocc || !r->occ[i]->gone)
+                continue;
+            log_debug("muc %s: %s gone (noticed while busy)", r->jid, r->occ[i]->jid);
+            leave(r, r->occ[i], &po, false);
+        }
+    }
+}
+
+static void done(struct muc_room *r)
+{
+    if (r->busy == 1 && r->ngone)
+        sweep(r); /* still busy: goners found meanwhile are marked, and looped on */
+    r->busy--;
+}
+
+bool muc_room_busy(const struct muc_room *r) { return r->busy > 0; }
+
+static void room_presence(struct muc_room *r, const struct xml_node *st, const struct jid *from,
+                          const struct jid *to, const struct muc_who *who, int64_t nick_owner)
 {
     char full[JID_MAX + 1];
     if (jid_format(from, full, sizeof full))
@@ -833,15 +883,42 @@ void muc_room_presence(struct muc_room *r, const struct xml_node *st, const stru
     broadcast_presence(r, o, &plain, true);
 }
 
+/* o's session or server went away: 333 to the others, or a mark while busy. */
+static void gone(struct muc_room *r, struct occ *o)
+{
+    if (o->gone)
+        return;
+    o->gone = true;
+    r->ngone++;
+    if (r->busy)
+        return;
+    enter(r);
+    done(r);
+}
+
 void muc_room_gone(struct muc_room *r, const struct jid *full)
 {
     char s[JID_MAX + 1];
     struct occ *o;
     if (jid_format(full, s, sizeof s) || !(o = find_jid(r, s)))
         return;
-    static const int c333[] = {333};
-    struct pres_opts po = {.unavailable = true, .codes = c333, .ncodes = 1};
-    leave(r, o, &po, false);
+    gone(r, o);
+}
+
+void muc_room_domain_gone(struct muc_room *r, const char *domain)
+{
+    for (size_t i = 0; i < r->nocc; i++) {
+        const char *at = strchr(r->occ[i]->bare, '@');
+        const char *d = at ? at + 1 : r->occ[i]->bare;
+        if (strcmp(d, domain) == 0 && !r->occ[i]->gone) {
+            r->occ[i]->gone = true;
+            r->ngone++;
+        }
+    }
+    if (r->ngone && !r->busy) {
+        enter(r);
+        done(r);
+    }
 }
 
 bool muc_room_is_occupant(const struct muc_room *r, const struct jid *full)
@@ -850,12 +927,38 @@ bool muc_room_is_occupant(const struct muc_room *r, const struct jid *full)
     return !jid_format(full, s, sizeof s) && find_jid(r, s);
 }
 
-bool muc_room_may_read(const struct muc_room *r, const struct jid *full, const struct muc_who *who)
+bool muc_room_admits(const struct muc_room *r, const struct muc_who *who)
+{
+    const struct muc_policy *p = r->p;
+    if (!p->members_only)
+        return true;
+    if (who->guest || !who->user_id) /* guests and federated users */
+        return false;
+    if (who->user_id == p->owner_id || who->site_admin ||
+        user_in(p->mods, p->nmods, who->user_id) || user_in(p->admins, p->nadmins, who->user_id))
+        return true;
+    for (size_t i = 0; i < p->ninvited; i++)
+        if (p->invited[i] == who->user_id)
+            return true;
+    return false;
+}
+
+int muc_room_read_access(const struct muc_room *r, const struct jid *full,
+                         const struct muc_who *who)
 {
     char bare[JID_MAX + 1];
     if (jid_format_bare(full, bare, sizeof bare))
-        return false;
-    return policy_aff(r, who, bare) != MUC_AFF_OUTCAST;
+        return STANZA_COND_JID_MALFORMED;
+    if (policy_aff(r, who, bare) == MUC_AFF_OUTCAST)
+        return STANZA_COND_FORBIDDEN;
+    if (!muc_room_admits(r, who))
+        return STANZA_COND_REGISTRATION_REQUIRED;
+    return 0;
+}
+
+bool muc_room_may_read(const struct muc_room *r, const struct jid *full, const struct muc_who *who)
+{
+    return muc_room_read_access(r, full, who) == 0;
 }
 
 /* ---- messages --------------------------------------------------------- */
@@ -1082,8 +1185,66 @@ static void set_subject(struct muc_room *r, struct occ *o, const struct xml_node
     xml_node_free(m);
 }
 
-void muc_room_message(struct muc_room *r, const struct xml_node *st, const struct jid *from,
-                      const struct jid *to)
+/*
+ * Whether an error an occupant's side returned means it is gone (Prosody's
+ * list): its server or session is unreachable, so it is removed with 333
+ * (XEP-0045 "kicked due to an error") rather than kept as a ghost that
+ * every broadcast bounces off.
+ */
+static bool kickable_error(const struct xml_node *st)
+{
+    static const char *const kick[] = {
+        "gone", "internal-server-error", "item-not-found", "jid-malformed",
+        "recipient-unavailable", "redirect", "remote-server-not-found", "remote-server-timeout",
+        "service-unavailable",
+    };
+    const struct xml_node *e = xml_child(st, "error", NULL);
+    if (!e)
+        return true; /* malformed error */
+    for (const struct xml_node *c = e->first; c; c = c->next) {
+        if (c->type != XML_NODE_ELEMENT || strcmp(c->ns, "urn:ietf:params:xml:ns:xmpp-stanzas") != 0 ||
+            strcmp(c->name, "text") == 0)
+            continue;
+        for (size_t i = 0; i < sizeof kick / sizeof *kick; i++)
+            if (strcmp(c->name, kick[i]) == 0)
+                return true;
+        return false;
+    }
+    return true;
+}
+
+/*
+ * What an occupant may not put in a message the room stamps as its own:
+ * the older XEP-0424/0425 forms riding on <apply-to xmlns='urn:xmpp:fasten:0'>
+ * (only the room announces moderation; a self-retraction uses the :1
+ * <retract/>, which is checked), any <moderated/>, and nested occupant-id
+ * or stanza-id elements naming this room (they would pass for the room's
+ * word in clients that look deeper than the top level).
+ */
+static void sanitize(struct muc_room *r, struct xml_node *n, int depth)
+{
+    for (struct xml_node *c = n->first, *next; c; c = next) {
+        next = c->next;
+        if (c->type != XML_NODE_ELEMENT)
+            continue;
+        const char *by = xml_attr_get(c, "by");
+        bool drop = (strcmp(c->ns, MUC_NS_FASTEN) == 0 && strcmp(c->name, "apply-to") == 0 &&
+                     (xml_child(c, "retract", MUC_NS_RETRACT0) || xml_child(c, "moderated", NULL) ||
+                      xml_child(c, "moderate", NULL))) ||
+                    strcmp(c->name, "moderated") == 0 ||
+                    (depth > 0 && strcmp(c->ns, MUC_NS_OCCUPANT_ID) == 0) ||
+                    (depth > 0 && strcmp(c->ns, MUC_NS_SID) == 0 && strcmp(c->name, "stanza-id") == 0 &&
+                     (!by || strcasecmp(by, r->jid) == 0 ||
+                      strncasecmp(by, r->jid, strlen(r->jid)) == 0));
+        if (drop)
+            xml_node_free(c);
+        else if (depth < 8)
+            sanitize(r, c, depth + 1);
+    }
+}
+
+static void room_message(struct muc_room *r, const struct xml_node *st, const struct jid *from,
+                         const struct jid *to, bool checked)
 {
     const struct muc_env *env = r->env;
     char full[JID_MAX + 1];
@@ -1091,8 +1252,14 @@ void muc_room_message(struct muc_room *r, const struct xml_node *st, const struc
         return;
     struct occ *o = find_jid(r, full);
     enum stanza_type t = stanza_type(st);
-    if (t == STANZA_TYPE_ERROR)
-        return; /* a bounce from an occupant's server: the session-gone watch handles locals */
+    if (t == STANZA_TYPE_ERROR) {
+        /* a bounce of what we sent to an occupant: its session or server is gone */
+        if (o && kickable_error(st)) {
+            log_info("muc %s: %s removed: a message to it bounced", r->jid, full);
+            gone(r, o);
+        }
+        return;
+    }
     if (!o) {
         muc_send_error(env, st, STANZA_COND_NOT_ACCEPTABLE, "You are not in the room");
         return;
@@ -1129,6 +1296,10 @@ void muc_room_message(struct muc_room *r, const struct xml_node *st, const struc
     }
     const struct xml_node *retract = xml_child(st, "retract", MUC_NS_RETRACT);
     const char *rid = retract ? xml_attr_get(retract, "id") : NULL;
+    if (retract && !rid) {
+        muc_send_error(env, st, STANZA_COND_BAD_REQUEST, "A retraction names its message");
+        return;
+    }
     struct hist *target = rid ? hist_find(r, rid) : NULL;
     if (target) {
         const char *author = occupant_id_of(target->st);
@@ -1136,6 +1307,13 @@ void muc_room_message(struct muc_room *r, const struct xml_node *st, const struc
             muc_send_error(env, st, STANZA_COND_FORBIDDEN, "Only the author may retract");
             return;
         }
+    } else if (rid && !checked) {
+        /* older than the history in memory: the archive knows the author */
+        if (!env->verify_retract ||
+            env->verify_retract(env->ud, st, from, to, rid, o->oid, o->bare) < 0)
+            muc_send_error(env, st, STANZA_COND_FORBIDDEN,
+                           "That message cannot be retracted any more");
+        return;
     }
     if (!rate_ok(r, o)) {
         send_error_wait(env, st, STANZA_COND_POLICY_VIOLATION, "Too many messages; slow down");
@@ -1143,6 +1321,8 @@ void muc_room_message(struct muc_room *r, const struct xml_node *st, const struc
     }
     char nfrom[JID_MAX + 1], sid[STANZA_ID_SIZE];
     struct xml_node *m = xml_node_copy(st);
+    if (m)
+        sanitize(r, m, 0);
     if (!m || nick_jid(r, o->nick, nfrom, sizeof nfrom) || stamp_message(r, m, nfrom, o->oid, sid)) {
         xml_node_free(m);
         return;
@@ -1519,8 +1699,9 @@ static void form_field(struct xml_node *x, const char *var, const char *type, co
 
 static void owner_iq(struct muc_room *r, struct occ *actor, const struct xml_node *st)
 {
-    if (!actor || (actor->aff != MUC_AFF_OWNER && actor->aff != MUC_AFF_ADMIN)) {
-        muc_send_error(r->env, st, STANZA_COND_FORBIDDEN, NULL);
+    /* XEP-0045 10.2: the configuration is the owner's (admins moderate) */
+    if (!actor || actor->aff != MUC_AFF_OWNER) {
+        muc_send_error(r->env, st, STANZA_COND_FORBIDDEN, "Only the room owner configures it");
         return;
     }
     if (stanza_type(st) == STANZA_TYPE_SET) {
@@ -1542,8 +1723,9 @@ static void owner_iq(struct muc_room *r, struct occ *actor, const struct xml_nod
     form_field(x, "muc#roomconfig_roomname", "text-single", "Name", r->p->title);
     form_field(x, "muc#roomconfig_roomdesc", "text-single", "Description", r->p->description);
     form_field(x, "muc#roomconfig_persistentroom", "boolean", "Persistent", "1");
-    form_field(x, "muc#roomconfig_publicroom", "boolean", "Public", "1");
-    form_field(x, "muc#roomconfig_membersonly", "boolean", "Members only", "0");
+    form_field(x, "muc#roomconfig_publicroom", "boolean", "Public", r->p->members_only ? "0" : "1");
+    form_field(x, "muc#roomconfig_membersonly", "boolean", "Members only (protected channel)",
+               r->p->members_only ? "1" : "0");
     form_field(x, "muc#roomconfig_moderatedroom", "boolean", "Guests are visitors",
                r->p->guests_may_talk ? "0" : "1");
     form_field(x, "muc#roomconfig_whois", "list-single", "Real JIDs visible to", "moderators");
@@ -1564,17 +1746,22 @@ static void feature(struct xml_node *q, const char *var)
         xml_attr_set(f, "var", var);
 }
 
-static void disco_info(struct muc_room *r, const struct xml_node *st)
+static void disco_info(struct muc_room *r, const struct xml_node *st, bool insider)
 {
+    /* a protected channel tells outsiders that it exists and is closed,
+     * not its title, description, subject or head count */
+    bool closed = r->p->members_only && !insider;
     struct xml_node *q = xml_element_new("query", MUC_NS_DISCO_INFO);
     struct xml_node *id = q ? xml_element_add(q, "identity", NULL) : NULL;
     if (!id || xml_attr_set(id, "category", "conference") || xml_attr_set(id, "type", "text") ||
-        xml_attr_set(id, "name", r->p->title ? r->p->title : r->p->slug)) {
+        xml_attr_set(id, "name", closed || !r->p->title ? r->p->slug : r->p->title)) {
         xml_node_free(q);
         return;
     }
+    feature(q, r->p->members_only ? "muc_membersonly" : "muc_open");
+    feature(q, r->p->members_only ? "muc_hidden" : "muc_public");
     static const char *const feats[] = {
-        MUC_NS, "muc_persistent", "muc_open", "muc_public", "muc_semianonymous",
+        MUC_NS, "muc_persistent", "muc_semianonymous",
         "muc_unsecured", MUC_NS_MAM, MUC_NS_SID, MUC_NS_OCCUPANT_ID, MUC_NS_MODERATE,
         MUC_NS_MODERATE0, MUC_NS_DISCO_INFO, MUC_NS_PING, "http://jabber.org/protocol/muc#stable_id",
         "http://jabber.org/protocol/muc#self-ping-optimization",
@@ -1582,7 +1769,7 @@ static void disco_info(struct muc_room *r, const struct xml_node *st)
     for (size_t i = 0; i < sizeof feats / sizeof *feats; i++)
         feature(q, feats[i]);
     feature(q, r->p->guests_may_talk ? "muc_unmoderated" : "muc_moderated");
-    struct xml_node *x = xml_element_add(q, "x", MUC_NS_DATA);
+    struct xml_node *x = closed ? NULL : xml_element_add(q, "x", MUC_NS_DATA);
     if (x && !xml_attr_set(x, "type", "result")) {
         char n[32];
         snprintf(n, sizeof n, "%zu", r->nocc);
@@ -1596,8 +1783,8 @@ static void disco_info(struct muc_room *r, const struct xml_node *st)
     iq_result(r, st, q, NULL);
 }
 
-void muc_room_iq(struct muc_room *r, const struct xml_node *st, const struct jid *from,
-                 const struct jid *to)
+static void room_iq(struct muc_room *r, const struct xml_node *st, const struct jid *from,
+                    const struct jid *to)
 {
     enum stanza_type t = stanza_type(st);
     if (t == STANZA_TYPE_RESULT || t == STANZA_TYPE_ERROR)
@@ -1629,12 +1816,19 @@ void muc_room_iq(struct muc_room *r, const struct xml_node *st, const struct jid
         muc_send_error(r->env, st, STANZA_COND_SERVICE_UNAVAILABLE, NULL);
         return;
     }
+    /* iqs cost work (lists, forms, moderation): an occupant's share the
+     * message budget; pings (XEP-0410 self-ping, above, and below) do not */
+    bool ping = t == STANZA_TYPE_GET && strcmp(q->ns, MUC_NS_PING) == 0;
+    if (o && !ping && !rate_ok(r, o)) {
+        send_error_wait(r->env, st, STANZA_COND_POLICY_VIOLATION, "Too many requests; slow down");
+        return;
+    }
     if (strcmp(q->ns, MUC_NS_ADMIN) == 0) {
         admin_iq(r, o, st, q);
     } else if (strcmp(q->ns, MUC_NS_OWNER) == 0) {
         owner_iq(r, o, st);
     } else if (t == STANZA_TYPE_GET && strcmp(q->ns, MUC_NS_DISCO_INFO) == 0) {
-        disco_info(r, st);
+        disco_info(r, st, o != NULL);
     } else if (t == STANZA_TYPE_GET && strcmp(q->ns, MUC_NS_DISCO_ITEMS) == 0) {
         iq_result(r, st, xml_element_new("query", MUC_NS_DISCO_ITEMS), NULL);
     } else if (t == STANZA_TYPE_GET && strcmp(q->ns, MUC_NS_PING) == 0) {
@@ -1659,7 +1853,7 @@ static const char *subject_of(const struct muc_policy *p)
     return p->subject ? p->subject : p->title ? p->title : "";
 }
 
-void muc_room_set_policy(struct muc_room *r, struct muc_policy *p)
+static void room_set_policy(struct muc_room *r, struct muc_policy *p)
 {
     bool new_subject = strcmp(subject_of(r->p), subject_of(p)) != 0;
     muc_policy_free(r->p);
@@ -1687,6 +1881,16 @@ void muc_room_set_policy(struct muc_room *r, struct muc_policy *p)
             leave(r, o, &ban_po, true);
             continue;
         }
+        if (!muc_room_admits(r, &who)) {
+            /* XEP-0045 9.9: removed because the room became members-only
+             * (or the invitation was withdrawn): 321 */
+            static const int c321[] = {321};
+            struct pres_opts po = {.unavailable = true, .codes = c321, .ncodes = 1};
+            log_info("muc %s: %s removed: the channel is protected and it is not invited", r->jid,
+                     o->jid);
+            leave(r, o, &po, true);
+            continue;
+        }
         enum muc_role role = default_role(r, aff, o->guest);
         if (aff == o->aff && (role == o->role || (o->role == MUC_ROLE_PARTICIPANT && !o->guest)))
             continue;
@@ -1699,7 +1903,7 @@ void muc_room_set_policy(struct muc_room *r, struct muc_policy *p)
     }
 }
 
-void muc_room_destroy(struct muc_room *r, const char *alt_jid, const char *reason)
+static void room_destroy(struct muc_room *r, const char *alt_jid, const char *reason)
 {
     while (r->nocc) {
         struct occ *o = r->occ[r->nocc - 1];
@@ -1722,7 +1926,7 @@ void muc_room_destroy(struct muc_room *r, const char *alt_jid, const char *reaso
     }
 }
 
-void muc_room_shutdown(struct muc_room *r)
+static void room_shutdown(struct muc_room *r)
 {
     static const int c332[] = {332};
     struct pres_opts po = {.unavailable = true, .codes = c332, .ncodes = 1};
@@ -1736,3 +1940,64 @@ void muc_room_shutdown(struct muc_room *r)
         occ_free(o);
     }
 }
+
+/* ---- entry points: every one holds the room busy (see sweep) ----------- */
+
+void muc_room_presence(struct muc_room *r, const struct xml_node *st, const struct jid *from,
+                       const struct jid *to, const struct muc_who *who, int64_t nick_owner)
+{
+    enter(r);
+    room_presence(r, st, from, to, who, nick_owner);
+    done(r);
+}
+
+void muc_room_message(struct muc_room *r, const struct xml_node *st, const struct jid *from,
+                      const struct jid *to)
+{
+    enter(r);
+    room_message(r, st, from, to, false);
+    done(r);
+}
+
+void muc_room_retract_checked(struct muc_room *r, const struct xml_node *st,
+                              const struct jid *from, const struct jid *to, bool ok, bool found)
+{
+    enter(r);
+    if (ok)
+        room_message(r, st, from, to, true);
+    else
+        muc_send_error(r->env, st, found ? STANZA_COND_FORBIDDEN : STANZA_COND_ITEM_NOT_FOUND,
+                       found ? "Only the author may retract" : "No such message in this room");
+    done(r);
+}
+
+void muc_room_iq(struct muc_room *r, const struct xml_node *st, const struct jid *from,
+                 const struct jid *to)
+{
+    enter(r);
+    room_iq(r, st, from, to);
+    done(r);
+}
+
+void muc_room_set_policy(struct muc_room *r, struct muc_policy *p)
+{
+    enter(r);
+    room_set_policy(r, p);
+    done(r);
+}
+
+void muc_room_destroy(struct muc_room *r, const char *alt_jid, const char *reason)
+{
+    enter(r);
+    room_destroy(r, alt_jid, reason);
+    done(r);
+}
+
+void muc_room_shutdown(struct muc_room *r)
+{
+    enter(r);
+    room_shutdown(r);
+    done(r);
+}
+
+size_t muc_stanza_bytes(const struct xml_node *n) { return tree_bytes(n); }

@@ -98,6 +98,14 @@ struct muc_policy {
     size_t nbans;
     char **words; /* banned words, the channel's and the site's */
     size_t nwords;
+    /* A protected channel (channels.protected): members-only. Only the
+     * owner, the channel's moderators, site admins and the invited
+     * accounts (channel_invites) join or read the archive; guests and
+     * federated users never (the web's invite code is a cookie for the
+     * player, not an XMPP identity). The room is hidden from disco#items. */
+    bool members_only;
+    int64_t *invited; /* user ids */
+    size_t ninvited;
 };
 
 void muc_policy_free(struct muc_policy *p);
@@ -158,6 +166,16 @@ struct muc_env {
     void (*subject)(void *ud, int64_t channel_id, const char *subject);
     /* Optional: the occupant count changed. */
     void (*count)(void *ud, int64_t channel_id, size_t n);
+    /*
+     * Optional: a participant retracts its own message (XEP-0424) that is
+     * no longer in memory, so the room cannot see who wrote it. Return 0
+     * when the service took it: it checks the author in the archive and
+     * then calls muc_room_retract_checked with the same stanza. Without it
+     * (or on a negative return) such retractions are refused.
+     */
+    int (*verify_retract)(void *ud, const struct xml_node *st, const struct jid *from,
+                          const struct jid *to, const char *stanza_id, const char *occupant_id,
+                          const char *bare);
 };
 
 struct muc_room;
@@ -193,10 +211,33 @@ void muc_room_message(struct muc_room *r, const struct xml_node *st, const struc
 /* iqs other than MAM (which needs the database: muc.c / mam.c). */
 void muc_room_iq(struct muc_room *r, const struct xml_node *st, const struct jid *from,
                  const struct jid *to);
-/* The session of full went away: it leaves without a word from it. */
+/* The answer to env->verify_retract: ok when the archive says the sender
+ * (its occupant-id or bare JID) wrote stanza_id. Not ok: forbidden, or
+ * item-not-found when missing (found false). */
+void muc_room_retract_checked(struct muc_room *r, const struct xml_node *st,
+                              const struct jid *from, const struct jid *to, bool ok, bool found);
+/*
+ * The session of full went away: it leaves without a word from it (333).
+ * Safe to call from inside env->send (a failed delivery noticed at once):
+ * while the room is busy (any muc_room_* call on the stack) the occupant is
+ * only marked gone, gets nothing more, and is removed when the outermost
+ * call returns.
+ */
 void muc_room_gone(struct muc_room *r, const struct jid *full);
+/* Every occupant whose real JID is on domain leaves (333): their server's
+ * stream went away. Same re-entrancy rule as muc_room_gone. */
+void muc_room_domain_gone(struct muc_room *r, const char *domain);
+/* Whether a muc_room_* call on this room is on the stack: the service must
+ * not free the room then. */
+bool muc_room_busy(const struct muc_room *r);
 /* Whether full may read the archive (not banned). */
 bool muc_room_may_read(const struct muc_room *r, const struct jid *full, const struct muc_who *who);
+/* Whether full may read the archive: 0, or the stanza condition to refuse
+ * with (forbidden: banned; registration-required: members-only room). */
+int muc_room_read_access(const struct muc_room *r, const struct jid *full,
+                         const struct muc_who *who);
+/* Whether who may join a members-only room (always true for others). */
+bool muc_room_admits(const struct muc_room *r, const struct muc_who *who);
 /* Whether full is an occupant. */
 bool muc_room_is_occupant(const struct muc_room *r, const struct jid *full);
 
@@ -209,6 +250,9 @@ void muc_fmt_stamp(int64_t ms, char out[32]);
 
 /* XEP-0421 id for a real bare JID in this room (23 bytes with the NUL). */
 void muc_room_occupant_id(const struct muc_room *r, const char *bare, char out[23]);
+
+/* Rough serialized size of a stanza tree in bytes (queue accounting). */
+size_t muc_stanza_bytes(const struct xml_node *n);
 
 /* Send an error reply to st (helper shared with muc.c). */
 void muc_send_error(const struct muc_env *env, const struct xml_node *st, int cond,

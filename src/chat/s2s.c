@@ -39,8 +39,23 @@
  *
  * Limits: 10 KB per stanza before authentication, 256 KiB after (the
  * parser counts); a bounded output queue; a deadline for negotiation;
- * silence for xmpp.idle_timeout closes a stream. Guests never federate:
- * the router refuses them, and s2s_send checks the from domain again.
+ * silence for xmpp.idle_timeout closes a stream. Every stream costs, and a
+ * peer's dialback requests make outgoing streams and DNS lookups, so:
+ * OUT_MAX outgoing streams (more stanzas bounce with resource-constraint),
+ * DNS_INFLIGHT_MAX lookups at once (further streams wait their turn),
+ * PAIRS_MAX domain pairs an incoming stream may ask us to authenticate
+ * (past that, policy-violation), VERIFIES_MAX db:verify per outgoing
+ * stream, QUEUE_TOTAL_BYTES waiting for all servers, and incoming streams
+ * count toward xmpp.max_connections with c2s (and IN_MAX on their own).
+ * Guests never federate: the router refuses them, s2s_send checks the from
+ * domain again, and no pair or SASL identity may name one of our domains.
+ *
+ * Remote users: the available presences remote users send us are
+ * remembered (struct seen, bounded). When the last incoming stream of a
+ * domain dies without </stream:stream> (connection lost, TLS failure, a
+ * stream error such as system-shutdown), its users are gone: the router
+ * hears it (xmpp_server_notify_gone) and rooms drop them. A clean close is
+ * a live server ending an idle stream and keeps them.
  *
  * Lifetime: a connection closes in one place (conn_close). It stays on the
  * list until its handles are closed; nothing is freed inside a parser or
@@ -64,6 +79,7 @@
 #include "chat/stanza.h"
 #include "chat/xml.h"
 #include "chat/xmpp.h"
+#include "chat/xmpp_internal.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -72,13 +88,22 @@
 
 #define NS_DIALBACK_FEATURE "urn:xmpp:features:dialback"
 
-#define QUEUE_MAX 1000
-#define QUEUE_BYTES (1u << 20)
+#define QUEUE_MAX 1000             /* stanzas waiting for one outgoing stream */
+#define QUEUE_BYTES (1u << 20)     /* and their bytes */
+#define QUEUE_TOTAL_BYTES (32u << 20) /* bytes waiting, all outgoing streams */
 #define OUT_LIMIT (4u << 20)       /* bytes waiting for the socket */
 #define NEGOTIATE_MS 60000         /* to get authenticated (either way) */
 #define TICK_MS 5000
-#define PAIRS_MAX 32               /* authenticated (remote, local) pairs per stream */
+#define OUT_MAX 256                /* outgoing streams */
+#define IN_MAX 1024                /* incoming streams (and xmpp.max_connections) */
+#define IN_PER_IP_MAX 64           /* incoming streams from one address */
+#define DNS_INFLIGHT_MAX 16        /* lookups at once; further streams wait */
+#define PAIRS_MAX 16               /* (remote, local) pairs a stream may ask for */
 #define VERIFY_PENDING_MAX 16      /* db:result checks in flight per stream */
+#define VERIFIES_MAX 64            /* db:verify waiting on one outgoing stream */
+#define SEEN_DOMAIN_MAX 10000      /* remote presences remembered per domain */
+#define SEEN_TOTAL_MAX 100000      /* and in all */
+#define SEEN_BUCKETS 4096
 #define DOMAIN_SIZE 256
 
 enum conn_dir { DIR_IN, DIR_OUT };
@@ -105,9 +130,34 @@ struct verify_req {
     bool sent;
 };
 
+/* A (remote, local) pair an incoming stream asked us to authenticate. */
+enum pair_state { PAIR_PENDING, PAIR_VALID, PAIR_INVALID };
 struct pair {
     char remote[DOMAIN_SIZE];
     char local[DOMAIN_SIZE];
+    enum pair_state state;
+};
+
+/*
+ * Remote presence: (full JID, local bare JID) for each available presence a
+ * remote user sent us (a room join, a directed presence), forgotten on
+ * unavailable. When the last incoming stream for a domain dies (not a clean
+ * </stream:stream>), its users are gone: xmpp_server_notify_gone for each,
+ * so rooms drop them. One table for all streams: a peer that reconnects
+ * keeps its users.
+ */
+struct seen_dom {
+    struct seen_dom *next;
+    size_t n;
+    bool suspect; /* a stream for it died while another one served it */
+    char name[DOMAIN_SIZE];
+};
+struct seen {
+    struct seen *next;
+    struct seen_dom *dom;
+    uint32_t hash;
+    const char *to; /* after from's NUL in key */
+    char key[];     /* from NUL to NUL */
 };
 
 struct s2s_conn {
@@ -137,6 +187,7 @@ struct s2s_conn {
     bool authed;
     bool features_tls; /* post-TLS features seen: db:verify may go out */
     bool fail_soon;
+    bool dns_wait; /* waiting for a DNS slot (DNS_INFLIGHT_MAX) */
     enum stanza_cond fail_cond;
     struct s2s_dns_query *dnsq;
     struct s2s_addr addrs[S2S_DNS_MAX];
@@ -152,6 +203,7 @@ struct s2s_conn {
     struct pair pairs[PAIRS_MAX];
     size_t npairs;
     size_t checks; /* db:result checks in flight */
+    bool died;     /* ended without </stream:stream>: the peer may be gone */
 };
 
 struct s2s {
@@ -164,6 +216,7 @@ struct s2s {
     struct s2s_conn *conns;
     uint64_t next_id;
     size_t nin, nout;
+    size_t qbytes; /* queued for all outgoing streams */
     struct s2s_dns *dns;
     bool dns_open;
     unsigned char secret[32];
@@ -180,6 +233,9 @@ struct s2s {
     bool shutting_down;
     void (*shutdown_cb)(void *arg);
     void *shutdown_arg;
+    struct seen *seen[SEEN_BUCKETS];
+    struct seen_dom *seen_doms;
+    size_t nseen;
 };
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -229,12 +285,225 @@ static int prep_domain(const char *in, char out[DOMAIN_SIZE])
     return 0;
 }
 
+/* ---- remote presence (struct seen) ------------------------------------ */
+
+static uint32_t seen_hash(const char *from, const char *to)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = from; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    h = (h ^ 0xffu) * 16777619u;
+    for (const char *p = to; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
+static struct seen_dom *seen_dom_find(struct s2s *s, const char *domain)
+{
+    for (struct seen_dom *d = s->seen_doms; d; d = d->next)
+        if (strcmp(d->name, domain) == 0)
+            return d;
+    return NULL;
+}
+
+static void seen_dom_drop(struct s2s *s, struct seen_dom *d)
+{
+    for (struct seen_dom **pp = &s->seen_doms; *pp; pp = &(*pp)->next)
+        if (*pp == d) {
+            *pp = d->next;
+            free(d);
+            return;
+        }
+}
+
+/* from (full, on domain) is available to to (a local bare JID), or not. */
+static void seen_update(struct s2s *s, const char *domain, const char *from, const char *to,
+                        bool available)
+{
+    uint32_t h = seen_hash(from, to);
+    struct seen **pp = &s->seen[h % SEEN_BUCKETS], *e;
+    for (; (e = *pp); pp = &e->next)
+        if (e->hash == h && strcmp(e->key, from) == 0 && strcmp(e->to, to) == 0)
+            break;
+    if (!available) {
+        if (e) {
+            *pp = e->next;
+            s->nseen--;
+            if (--e->dom->n == 0 && !e->dom->suspect)
+                seen_dom_drop(s, e->dom);
+            free(e);
+        }
+        return;
+    }
+    if (e)
+        return;
+    struct seen_dom *d = seen_dom_find(s, domain);
+    if (s->nseen >= SEEN_TOTAL_MAX || (d && d->n >= SEEN_DOMAIN_MAX)) {
+        log_debug("s2s: not remembering %s's presence to %s: table full", from, to);
+        return;
+    }
+    if (!d) {
+        d = calloc(1, sizeof(*d));
+        if (!d)
+            return;
+        snprintf(d->name, sizeof d->name, "%s", domain);
+        d->next = s->seen_doms;
+        s->seen_doms = d;
+    }
+    size_t fl = strlen(from), tl = strlen(to);
+    e = malloc(sizeof(*e) + fl + tl + 2);
+    if (!e) {
+        if (d->n == 0 && !d->suspect)
+            seen_dom_drop(s, d);
+        return;
+    }
+    memcpy(e->key, from, fl + 1);
+    memcpy(e->key + fl + 1, to, tl + 1);
+    e->to = e->key + fl + 1;
+    e->hash = h;
+    e->dom = d;
+    e->next = s->seen[h % SEEN_BUCKETS];
+    s->seen[h % SEEN_BUCKETS] = e;
+    d->n++;
+    s->nseen++;
+}
+
+static int cmp_seen(const void *a, const void *b)
+{
+    const struct seen *x = *(struct seen *const *)a, *y = *(struct seen *const *)b;
+    return strcmp(x->key, y->key);
+}
+
+/* Every user of domain is gone: forget them, then tell the router. */
+static void seen_gone(struct s2s *s, const char *domain)
+{
+    struct seen_dom *d = seen_dom_find(s, domain);
+    if (!d)
+        return;
+    size_t n = 0, cap = d->n;
+    struct seen **gone = cap ? malloc(cap * sizeof(*gone)) : NULL;
+    for (size_t b = 0; b < SEEN_BUCKETS; b++) {
+        for (struct seen **pp = &s->seen[b], *e; (e = *pp);) {
+            if (e->dom != d) {
+                pp = &e->next;
+                continue;
+            }
+            *pp = e->next;
+            s->nseen--;
+            if (gone && n < cap)
+                gone[n++] = e;
+            else
+                free(e);
+        }
+    }
+    seen_dom_drop(s, d);
+    /* One notification per full JID (it may have been in several rooms). */
+    if (gone)
+        qsort(gone, n, sizeof(*gone), cmp_seen);
+    size_t told = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 || strcmp(gone[i]->key, gone[i - 1]->key) != 0) {
+            struct jid j = {0};
+            if (jid_parse(&j, gone[i]->key) == 0) {
+                xmpp_server_notify_gone(s->srv, &j);
+                told++;
+            }
+            jid_free(&j);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(gone[i]);
+    free(gone);
+    log_info("s2s: %s is gone (its last stream died): %zu remote users dropped", domain, told);
+}
+
+static void seen_free(struct s2s *s)
+{
+    for (size_t b = 0; b < SEEN_BUCKETS; b++)
+        for (struct seen *e = s->seen[b], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    for (struct seen_dom *d = s->seen_doms, *next; d; d = next) {
+        next = d->next;
+        free(d);
+    }
+    s->seen_doms = NULL;
+    s->nseen = 0;
+}
+
+/* Whether incoming stream c speaks for domain. */
+static bool in_serves(const struct s2s_conn *c, const char *domain)
+{
+    if (c->ext_domain[0] && strcmp(c->ext_domain, domain) == 0)
+        return true;
+    for (size_t i = 0; i < c->npairs; i++)
+        if (c->pairs[i].state == PAIR_VALID && strcmp(c->pairs[i].remote, domain) == 0)
+            return true;
+    return false;
+}
+
+/* A domain got (re)authenticated: whatever died before is not suspect. */
+static void seen_domain_alive(struct s2s *s, const char *domain)
+{
+    struct seen_dom *d = seen_dom_find(s, domain);
+    if (d && d->suspect) {
+        d->suspect = false;
+        if (d->n == 0)
+            seen_dom_drop(s, d);
+    }
+}
+
+/* Incoming stream c is closing: for each domain it spoke for that no other
+ * stream speaks for, its users are gone when the stream died (or another
+ * one for the domain died before). A clean </stream:stream> (an idle
+ * stream closed by a live server) or our own closing it (idle, policy)
+ * keeps them: a room's messages to a user who is really gone bounce, and
+ * the MUC drops them then. */
+static void in_closed(struct s2s_conn *c)
+{
+    struct s2s *s = c->s;
+    if (s->shutting_down)
+        return;
+    const char *doms[PAIRS_MAX + 1];
+    size_t nd = 0;
+    if (c->ext_domain[0])
+        doms[nd++] = c->ext_domain;
+    for (size_t i = 0; i < c->npairs; i++) {
+        if (c->pairs[i].state != PAIR_VALID)
+            continue;
+        bool dup = false;
+        for (size_t k = 0; k < nd; k++)
+            dup = dup || strcmp(doms[k], c->pairs[i].remote) == 0;
+        if (!dup)
+            doms[nd++] = c->pairs[i].remote;
+    }
+    for (size_t k = 0; k < nd; k++) {
+        struct seen_dom *d = seen_dom_find(s, doms[k]);
+        if (!d)
+            continue;
+        bool other = false;
+        for (struct s2s_conn *o = s->conns; o && !other; o = o->next)
+            other = o != c && o->dir == DIR_IN && !o->closing && in_serves(o, doms[k]);
+        if (other) {
+            if (c->died)
+                d->suspect = true;
+            continue;
+        }
+        if (c->died || d->suspect)
+            seen_gone(s, doms[k]);
+    }
+}
+
 static void conn_close(struct s2s_conn *c, int stream_cond, const char *text);
 static void remember_failure(struct s2s *s, const char *domain, enum stanza_cond cond);
 static void conn_fail(struct s2s_conn *c, enum stanza_cond cond, const char *why);
 static void out_flush(struct s2s_conn *c);
 static void out_send_verifies(struct s2s_conn *c);
-static struct s2s_conn *out_get(struct s2s *s, const char *local, const char *remote);
+static struct s2s_conn *out_get(struct s2s *s, const char *local, const char *remote,
+                               enum stanza_cond *why);
+static enum stanza_cond recent_failure(struct s2s *s, const char *domain);
+static void dns_kick(struct s2s *s);
 static void in_verify_answer(struct s2s *s, uint64_t in_id, const char *remote,
                              const char *local, bool valid);
 
@@ -346,6 +615,7 @@ static void conn_free(struct s2s_conn *c)
         c->next->prev = c->prev;
     for (size_t i = 0; i < c->qlen; i++)
         xml_node_free(c->queue[i]);
+    s->qbytes -= c->qbytes;
     free(c->queue);
     free(c->verifies);
     if (c->tls)
@@ -391,6 +661,7 @@ static void bounce_queue(struct s2s_conn *c, enum stanza_cond cond, const char *
     struct xml_node **q = c->queue;
     size_t n = c->qlen;
     c->queue = NULL;
+    c->s->qbytes -= c->qbytes;
     c->qlen = c->qcap = c->qbytes = 0;
     for (size_t i = 0; i < n; i++) {
         if (c->s->shutting_down)
@@ -421,6 +692,9 @@ static void conn_close(struct s2s_conn *c, int stream_cond, const char *text)
         s2s_dns_cancel(c->dnsq);
         c->dnsq = NULL;
     }
+    c->dns_wait = false;
+    if (c->dir == DIR_IN)
+        in_closed(c);
     if (c->dir == DIR_OUT) {
         if (!c->authed && !s->shutting_down)
             remember_failure(s, c->remote, c->fail_cond ? c->fail_cond
@@ -680,16 +954,22 @@ static int in_open(struct s2s_conn *c, const struct xml_open *open)
 
 /* ---- incoming: SASL EXTERNAL and dialback ------------------------------ */
 
-static bool in_pair_ok(const struct s2s_conn *c, const char *remote, const char *local)
+static struct pair *in_pair_find(struct s2s_conn *c, const char *remote, const char *local)
+{
+    for (size_t i = 0; i < c->npairs; i++)
+        if (strcmp(c->pairs[i].remote, remote) == 0 && strcmp(c->pairs[i].local, local) == 0)
+            return &c->pairs[i];
+    return NULL;
+}
+
+static bool in_pair_ok(struct s2s_conn *c, const char *remote, const char *local)
 {
     if (!is_ours(c->s, local))
         return false;
     if (c->ext_domain[0] && strcmp(c->ext_domain, remote) == 0)
         return true;
-    for (size_t i = 0; i < c->npairs; i++)
-        if (strcmp(c->pairs[i].remote, remote) == 0 && strcmp(c->pairs[i].local, local) == 0)
-            return true;
-    return false;
+    struct pair *p = in_pair_find(c, remote, local);
+    return p && p->state == PAIR_VALID;
 }
 
 static void in_authenticated(struct s2s_conn *c)
@@ -728,7 +1008,8 @@ static int in_sasl_auth(struct s2s_conn *c, struct xml_node *st)
     if (!cond) {
         if (!authz[0])
             memcpy(authz, c->remote, sizeof authz);
-        if (!authz[0] || strcmp(authz, c->remote) != 0)
+        if (!authz[0] || strcmp(authz, c->remote) != 0 || is_ours(c->s, authz) ||
+            strcmp(authz, xmpp_server_guest_domain(c->s->srv)) == 0)
             cond = "invalid-authzid";
         else if (!tls_conn_peer_verified(c->tls, authz))
             cond = "not-authorized";
@@ -740,6 +1021,7 @@ static int in_sasl_auth(struct s2s_conn *c, struct xml_node *st)
         return 0;
     }
     memcpy(c->ext_domain, authz, sizeof authz);
+    seen_domain_alive(c->s, authz);
     clog_info(c, "authenticated %s by SASL EXTERNAL (certificate)", authz);
     char ok[128];
     snprintf(ok, sizeof ok, "<success xmlns='%s'/>", XMPP_NS_SASL);
@@ -749,17 +1031,28 @@ static int in_sasl_auth(struct s2s_conn *c, struct xml_node *st)
     return XML_STREAM_PAUSE;
 }
 
+/* The pair's entry, made (PAIR_PENDING) when missing; NULL past PAIRS_MAX. */
+static struct pair *in_pair_get(struct s2s_conn *c, const char *remote, const char *local)
+{
+    struct pair *p = in_pair_find(c, remote, local);
+    if (p || c->npairs >= PAIRS_MAX)
+        return p;
+    p = &c->pairs[c->npairs++];
+    snprintf(p->remote, DOMAIN_SIZE, "%s", remote);
+    snprintf(p->local, DOMAIN_SIZE, "%s", local);
+    p->state = PAIR_PENDING;
+    return p;
+}
+
 static void in_add_pair(struct s2s_conn *c, const char *remote, const char *local)
 {
-    if (in_pair_ok(c, remote, local))
+    struct pair *p = in_pair_get(c, remote, local);
+    if (!p)
         return;
-    if (c->npairs < PAIRS_MAX) {
-        snprintf(c->pairs[c->npairs].remote, DOMAIN_SIZE, "%s", remote);
-        snprintf(c->pairs[c->npairs].local, DOMAIN_SIZE, "%s", local);
-        c->npairs++;
-    }
+    p->state = PAIR_VALID;
     if (!c->remote[0])
         snprintf(c->remote, sizeof c->remote, "%s", remote);
+    seen_domain_alive(c->s, remote);
     in_authenticated(c);
 }
 
@@ -793,6 +1086,9 @@ static void in_verify_answer(struct s2s *s, uint64_t in_id, const char *remote,
         in_add_pair(c, remote, local);
     } else {
         clog_info(c, "dialback for %s -> %s failed", remote, local);
+        struct pair *p = in_pair_find(c, remote, local);
+        if (p && p->state == PAIR_PENDING)
+            p->state = PAIR_INVALID;
     }
     in_send_db_result(c, remote, local, valid);
 }
@@ -822,6 +1118,19 @@ static int in_db_result(struct s2s_conn *c, struct xml_node *st)
         in_send_db_result(c, from, to, true);
         return 0;
     }
+    /* Each pair asked for may cost an outgoing stream and a DNS lookup:
+     * a stream gets PAIRS_MAX of them, whatever their outcome. */
+    struct pair *p = in_pair_find(c, from, to);
+    if (p && p->state == PAIR_PENDING) {
+        clog_debug(c, "db:result for %s -> %s again while checking it; ignored", from, to);
+        return 0;
+    }
+    if (!p && !(p = in_pair_get(c, from, to))) {
+        clog_warn(c, "asks for more than %d domain pairs, closing", PAIRS_MAX);
+        conn_close(c, STANZA_STREAM_POLICY_VIOLATION, "too many domain pairs on one stream");
+        return -1;
+    }
+    p->state = PAIR_PENDING;
     if (!c->remote[0])
         memcpy(c->remote, from, sizeof from);
     /* A certificate that validates for the domain says more than DNS can
@@ -834,6 +1143,7 @@ static int in_db_result(struct s2s_conn *c, struct xml_node *st)
     }
     if (c->s->cfg->xmpp.s2s_secure_auth) {
         clog_info(c, "dialback from %s refused: s2s_secure_auth and no valid certificate", from);
+        p->state = PAIR_INVALID;
         in_send_db_result(c, from, to, false);
         return 0;
     }
@@ -842,13 +1152,16 @@ static int in_db_result(struct s2s_conn *c, struct xml_node *st)
         return -1;
     }
     /* Ask the authoritative server, on our stream to it. */
-    struct s2s_conn *o = out_get(c->s, to, from);
-    if (!o) {
-        in_send_db_result(c, from, to, false);
-        return 0;
-    }
-    struct verify_req *v = realloc(o->verifies, (o->nverifies + 1) * sizeof(*v));
+    enum stanza_cond why;
+    struct s2s_conn *o = recent_failure(c->s, from) == STANZA_COND_COUNT
+                             ? out_get(c->s, to, from, &why)
+                             : NULL;
+    struct verify_req *v = NULL;
+    if (o && o->nverifies < VERIFIES_MAX)
+        v = realloc(o->verifies, (o->nverifies + 1) * sizeof(*v));
     if (!v) {
+        clog_info(c, "dialback for %s -> %s: cannot ask %s now", from, to, from);
+        p->state = PAIR_INVALID;
         in_send_db_result(c, from, to, false);
         return 0;
     }
@@ -877,9 +1190,14 @@ static int in_db_verify(struct s2s_conn *c, struct xml_node *st)
         conn_close(c, STANZA_STREAM_IMPROPER_ADDRESSING, "db:verify needs from, to and id");
         return -1;
     }
+    if (!is_ours(c->s, to)) {
+        /* Not even guest.DOMAIN answers: it has no keys and no s2s. */
+        conn_close(c, STANZA_STREAM_HOST_UNKNOWN, "db:verify for a domain we do not serve");
+        return -1;
+    }
     bool valid = false;
     char want[S2S_DIALBACK_KEY_SIZE];
-    if (is_ours(c->s, to) && key &&
+    if (key &&
         s2s_dialback_key(c->s->secret, sizeof c->s->secret, from, to, id, want) == 0 &&
         strlen(key) == strlen(want) && sodium_memcmp(key, want, strlen(want)) == 0)
         valid = true;
@@ -939,6 +1257,18 @@ static int in_route(struct s2s_conn *c, struct xml_node *st)
         conn_close(c, STANZA_STREAM_INVALID_FROM, NULL);
         return -1;
     }
+    if (stanza_kind(st) == STANZA_PRESENCE && from.local && from.resource) {
+        /* Who is here from that server (a room occupant, a directed
+         * presence), for when it dies: see struct seen. */
+        enum stanza_type t = stanza_type(st);
+        if (t == STANZA_TYPE_NONE || t == STANZA_TYPE_UNAVAILABLE) {
+            char *f = jid_to_string(&from, false), *b = jid_to_string(&to, true);
+            if (f && b)
+                seen_update(c->s, from.domain, f, b, t == STANZA_TYPE_NONE);
+            free(f);
+            free(b);
+        }
+    }
     jid_free(&from);
     jid_free(&to);
     if (stanza_set_content_ns(st, XMPP_NS_SERVER, XMPP_NS_CLIENT) < 0) {
@@ -979,6 +1309,8 @@ static int in_stanza(struct s2s_conn *c, struct xml_node *st)
     } else if (strcmp(ns, XMPP_NS_STREAMS) == 0 && strcmp(name, "error") == 0) {
         struct xml_node *cond = xml_first_element(st);
         clog_info(c, "stream error from the peer: %s", cond ? cond->name : "?");
+        /* system-shutdown above all: the server is going away. */
+        c->died = true;
         xml_node_free(st);
         conn_close(c, -1, NULL);
         return -1;
@@ -1052,6 +1384,7 @@ static void out_flush(struct s2s_conn *c)
     struct xml_node **q = c->queue;
     size_t n = c->qlen;
     c->queue = NULL;
+    c->s->qbytes -= c->qbytes;
     c->qlen = c->qcap = c->qbytes = 0;
     for (size_t i = 0; i < n; i++) {
         if (c->closing)
@@ -1256,9 +1589,11 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
     if (n == 0 || c->closing)
         return;
     if (n < 0) {
-        clog_debug(c, "connection closed: %s", uv_strerror((int)n));
+        /* Without </stream:stream>: the peer died, or its network did. */
+        clog_info(c, "connection lost: %s", uv_strerror((int)n));
         if (c->dir == DIR_OUT && !c->authed)
             c->fail_cond = STANZA_COND_REMOTE_SERVER_NOT_FOUND;
+        c->died = true;
         conn_close(c, -2, NULL);
         return;
     }
@@ -1266,6 +1601,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
         int rc = tls_conn_feed(c->tls, b->base, (size_t)n);
         if (rc < 0 && !c->closing) {
             clog_info(c, "TLS failed: %s", tls_conn_error(c->tls));
+            c->died = true;
             c->fail_cond = STANZA_COND_REMOTE_SERVER_NOT_FOUND;
             conn_close(c, -2, NULL);
         }
@@ -1286,6 +1622,8 @@ static void on_tick(uv_timer_t *t)
         conn_fail(c, c->fail_cond ? c->fail_cond : STANZA_COND_REMOTE_SERVER_NOT_FOUND, NULL);
         return;
     }
+    if (c->dns_wait)
+        dns_kick(s); /* cancelled lookups free their slots without telling us */
     bool authed = c->dir == DIR_OUT ? c->authed : (c->ext_domain[0] || c->npairs);
     if (c->dir == DIR_OUT && !authed && now - c->started > NEGOTIATE_MS) {
         conn_fail(c, STANZA_COND_REMOTE_SERVER_TIMEOUT, "timed out before it was ready");
@@ -1396,6 +1734,7 @@ static void on_resolved(void *ud, int status, const struct s2s_addr *addrs, size
 {
     struct s2s_conn *c = ud;
     c->dnsq = NULL;
+    dns_kick(c->s); /* this lookup is counted out already */
     if (c->closing)
         return;
     if (n == 0) {
@@ -1418,32 +1757,73 @@ static bool dns_ready(struct s2s *s)
     return s->dns != NULL;
 }
 
-/* The outgoing stream for (local, remote), made when missing. */
-static struct s2s_conn *out_get(struct s2s *s, const char *local, const char *remote)
+/* Start c's lookup, or leave it waiting while DNS_INFLIGHT_MAX run. */
+static void out_resolve(struct s2s_conn *c)
 {
+    struct s2s *s = c->s;
+    if (s2s_dns_pending(s->dns) >= DNS_INFLIGHT_MAX) {
+        if (!c->dns_wait)
+            clog_debug(c, "waiting for a DNS slot (%d lookups running)", DNS_INFLIGHT_MAX);
+        c->dns_wait = true;
+        return;
+    }
+    c->dns_wait = false;
+    const struct s2s_route *r = s2s_routes_find(s->routes, s->nroutes, c->remote);
+    if (r)
+        clog_debug(c, "static route to %s:%d", r->host, r->port);
+    c->dnsq = s2s_dns_lookup(s->dns, c->remote, r ? r->host : NULL, r ? r->port : 0,
+                             on_resolved, c);
+    if (!c->dnsq) {
+        /* Fail from the timer, not from inside the caller. */
+        c->fail_soon = true;
+        uv_timer_start(&c->timer, on_tick, 0, TICK_MS);
+    }
+}
+
+/* Start waiting lookups while there is room (oldest streams are at the
+ * end of the list). */
+static void dns_kick(struct s2s *s)
+{
+    if (!s->dns || s->shutting_down)
+        return;
+    struct s2s_conn *last = s->conns;
+    while (last && last->next)
+        last = last->next;
+    for (struct s2s_conn *c = last; c && s2s_dns_pending(s->dns) < DNS_INFLIGHT_MAX;
+         c = c->prev)
+        if (c->dir == DIR_OUT && c->dns_wait && !c->closing)
+            out_resolve(c);
+}
+
+/* The outgoing stream for (local, remote), made when missing; NULL with
+ * *why (the stanza error for what waits) when none can be had. */
+static struct s2s_conn *out_get(struct s2s *s, const char *local, const char *remote,
+                               enum stanza_cond *why)
+{
+    *why = STANZA_COND_REMOTE_SERVER_NOT_FOUND;
     for (struct s2s_conn *c = s->conns; c; c = c->next)
         if (c->dir == DIR_OUT && !c->closing && strcmp(c->local, local) == 0 &&
             strcmp(c->remote, remote) == 0)
             return c;
     if (s->shutting_down)
         return NULL;
+    if (s->nout >= OUT_MAX) {
+        log_warn("s2s: no stream from %s to %s: %d outgoing streams already", local, remote,
+                 OUT_MAX);
+        *why = STANZA_COND_RESOURCE_CONSTRAINT;
+        return NULL;
+    }
     if (!dns_ready(s))
         return NULL;
     struct s2s_conn *c = conn_new(s, DIR_OUT);
-    if (!c)
+    if (!c) {
+        *why = STANZA_COND_RESOURCE_CONSTRAINT;
         return NULL;
+    }
     snprintf(c->local, sizeof c->local, "%s", local);
     snprintf(c->remote, sizeof c->remote, "%s", remote);
     c->state = OUT_RESOLVING;
-    const struct s2s_route *r = s2s_routes_find(s->routes, s->nroutes, remote);
-    if (r)
-        clog_debug(c, "static route to %s:%d", r->host, r->port);
-    c->dnsq = s2s_dns_lookup(s->dns, remote, r ? r->host : NULL, r ? r->port : 0, on_resolved, c);
-    if (!c->dnsq) {
-        /* Fail from the timer, not from inside the caller. */
-        c->fail_soon = true;
-        uv_timer_start(&c->timer, on_tick, 0, TICK_MS);
-    }
+    out_resolve(c);
     return c;
 }
 
@@ -1472,10 +1852,11 @@ static void s2s_send(void *ud, struct xml_node *st, const struct jid *to)
         xmpp_route_error(s->srv, st, held, NULL);
         return;
     }
-    struct s2s_conn *c = out_get(s, from.domain, to->domain);
+    enum stanza_cond why;
+    struct s2s_conn *c = out_get(s, from.domain, to->domain, &why);
     jid_free(&from);
     if (!c) {
-        xmpp_route_error(s->srv, st, STANZA_COND_REMOTE_SERVER_NOT_FOUND, NULL);
+        xmpp_route_error(s->srv, st, (int)why, NULL);
         return;
     }
     if (c->state == OUT_READY) {
@@ -1487,8 +1868,10 @@ static void s2s_send(void *ud, struct xml_node *st, const struct jid *to)
     stanza_write(&b, STANZA_FRAMING_TCP, XMPP_NS_CLIENT, st);
     size_t size = b.len;
     buf_free(&b);
-    if (c->qlen >= QUEUE_MAX || c->qbytes + size > QUEUE_BYTES) {
-        clog_info(c, "queue full (%zu stanzas, %zu bytes)", c->qlen, c->qbytes);
+    if (c->qlen >= QUEUE_MAX || c->qbytes + size > QUEUE_BYTES ||
+        s->qbytes + size > QUEUE_TOTAL_BYTES) {
+        clog_info(c, "queue full (%zu stanzas, %zu bytes; %zu bytes for all servers)", c->qlen,
+                  c->qbytes, s->qbytes);
         xmpp_route_error(s->srv, st, STANZA_COND_RESOURCE_CONSTRAINT, "too much waiting for this server");
         return;
     }
@@ -1504,22 +1887,45 @@ static void s2s_send(void *ud, struct xml_node *st, const struct jid *to)
     }
     c->queue[c->qlen++] = st;
     c->qbytes += size;
+    s->qbytes += size;
 }
 
 /* ---- listener ---------------------------------------------------------- */
+
+/* Bytes of "IP:PORT" (or "[V6]:PORT") that are the address. */
+static size_t peer_ip_len(const char *peer)
+{
+    const char *colon = strrchr(peer, ':');
+    return colon ? (size_t)(colon - peer) : strlen(peer);
+}
 
 static void on_accept(uv_stream_t *server, int status)
 {
     struct s2s *s = server->data;
     if (status < 0 || s->shutting_down)
         return;
-    struct s2s_conn *c = conn_new(s, DIR_IN);
+    /* xmpp.max_connections counts every XMPP stream, c2s included, as the
+     * c2s listener does; IN_MAX bounds servers on their own. */
+    struct xmpp_stats st;
+    xmpp_server_stats(s->srv, &st);
+    size_t total = st.c2s + st.websocket + st.s2s_in + st.s2s_out;
+    bool full = s->nin >= IN_MAX || (s->cfg->xmpp.max_connections > 0 &&
+                                     total >= (size_t)s->cfg->xmpp.max_connections);
+    struct s2s_conn *c = full ? NULL : conn_new(s, DIR_IN);
     if (!c) {
         uv_tcp_t *tmp = malloc(sizeof(*tmp));
         if (tmp) {
             uv_tcp_init(s->loop, tmp);
-            if (uv_accept(server, (uv_stream_t *)tmp) == 0)
-                log_warn("s2s: out of memory, dropping a connection");
+            if (uv_accept(server, (uv_stream_t *)tmp) == 0) {
+                char peer[64];
+                net_peer_name(tmp, peer, sizeof peer);
+                if (full)
+                    log_warn("s2s in %s: connection refused: %zu incoming, %zu XMPP streams "
+                             "(limits %d, xmpp.max_connections %d)",
+                             peer, s->nin, total, IN_MAX, s->cfg->xmpp.max_connections);
+                else
+                    log_warn("s2s in %s: out of memory, dropping the connection", peer);
+            }
             uv_close((uv_handle_t *)tmp, (uv_close_cb)free);
         }
         return;
@@ -1533,9 +1939,15 @@ static void on_accept(uv_stream_t *server, int status)
     }
     c->connected = true;
     net_peer_name(&c->tcp, c->peer, sizeof c->peer);
-    size_t total = s->nin + s->nout;
-    if (s->cfg->xmpp.max_connections > 0 && total > (size_t)s->cfg->xmpp.max_connections) {
-        log_warn("s2s %s: too many connections, refused", c->peer);
+    /* One address may not take every slot (each stream may ask for
+     * PAIRS_MAX outgoing streams). */
+    size_t iplen = peer_ip_len(c->peer), same = 0;
+    for (struct s2s_conn *o = s->conns; o; o = o->next)
+        if (o != c && o->dir == DIR_IN && !o->closing && peer_ip_len(o->peer) == iplen &&
+            memcmp(o->peer, c->peer, iplen) == 0)
+            same++;
+    if (same >= IN_PER_IP_MAX) {
+        clog_warn(c, "connection refused: %zu streams from this address already", same);
         conn_close(c, -2, NULL);
         return;
     }
@@ -1585,6 +1997,8 @@ int s2s_listen(struct s2s *s, const char *addr, char *err, size_t errlen)
     }
     s->listener->data = s;
     s->listening = true;
+    /* c-ares reads resolv.conf and hosts: now, not on the loop later. */
+    dns_ready(s);
     log_info("s2s: listening on %s (port %d)%s", addr, s->port,
              s->nroutes ? ", with static routes" : "");
     return 0;
@@ -1645,6 +2059,7 @@ void s2s_free(struct s2s *s)
 {
     if (!s)
         return;
+    seen_free(s);
     /* After s2s_shutdown finished, nothing is left. Without it (startup
      * failed before anything was opened) there is nothing either. */
     free(s);

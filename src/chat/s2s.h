@@ -81,6 +81,9 @@ struct s2s_dns_query *s2s_dns_lookup(struct s2s_dns *d, const char *domain, cons
                                      int port, s2s_dns_cb cb, void *ud);
 /* cb will not be called. */
 void s2s_dns_cancel(struct s2s_dns_query *q);
+/* Lookups not finished yet, cancelled ones included (they still use a
+ * c-ares query until it answers or times out). */
+size_t s2s_dns_pending(const struct s2s_dns *d);
 /* Cancel everything and close the handles; done(arg) once they are closed. */
 void s2s_dns_close(struct s2s_dns *d, void (*done)(void *arg), void *arg);
 

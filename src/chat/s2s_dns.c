@@ -12,7 +12,8 @@
  * uv_poll_t, and a timer drives c-ares's retransmissions. A lookup's caller
  * may go away before the answer comes (a stream closed): s2s_dns_cancel
  * only forgets the callback, and the query frees itself when c-ares is done
- * with it.
+ * with it. s2s_dns_pending counts the queries not yet done, cancelled ones
+ * included, so that s2s.c can bound how many run at once.
  */
 #include "chat/s2s.h"
 
@@ -45,6 +46,7 @@ struct s2s_dns {
     struct dns_sock *socks;
     int open_handles;
     bool closing;
+    size_t live; /* queries not yet freed, cancelled ones included */
     struct s2s_dns_query *ready; /* finished before lookup returned */
     void (*done)(void *arg);
     void *done_arg;
@@ -109,6 +111,7 @@ static void deliver_ready(struct s2s_dns *d)
     while (d->ready) {
         struct s2s_dns_query *q = d->ready;
         d->ready = q->next;
+        d->live--;
         if (q->cb)
             q->cb(q->ud, q->n ? 0 : q->status, q->addrs, q->n);
         free(q);
@@ -210,6 +213,7 @@ static void finish(struct s2s_dns_query *q, int status)
         /* Not from inside s2s_dns_lookup, and not while c-ares is being
          * destroyed: later, from the timer (or never, when closing). */
         if (q->d->closing) {
+            q->d->live--;
             free(q);
             return;
         }
@@ -218,6 +222,8 @@ static void finish(struct s2s_dns_query *q, int status)
         uv_timer_start(&q->d->timer, on_timer, 0, 0);
         return;
     }
+    /* Counted out before the callback, which may start the next lookup. */
+    q->d->live--;
     if (q->cb)
         q->cb(q->ud, q->n ? 0 : status, q->addrs, q->n);
     free(q);
@@ -365,6 +371,7 @@ struct s2s_dns_query *s2s_dns_lookup(struct s2s_dns *d, const char *domain, cons
     if (!q)
         return NULL;
     q->d = d;
+    d->live++;
     q->cb = cb;
     q->ud = ud;
     q->starting = true;
@@ -385,6 +392,11 @@ struct s2s_dns_query *s2s_dns_lookup(struct s2s_dns *d, const char *domain, cons
     /* q may be on d->ready now, still alive until the timer runs. */
     q->starting = false;
     return q;
+}
+
+size_t s2s_dns_pending(const struct s2s_dns *d)
+{
+    return d ? d->live : 0;
 }
 
 void s2s_dns_cancel(struct s2s_dns_query *q)
@@ -411,6 +423,7 @@ void s2s_dns_close(struct s2s_dns *d, void (*done)(void *arg), void *arg)
     while (d->ready) {
         struct s2s_dns_query *q = d->ready;
         d->ready = q->next;
+        d->live--;
         free(q);
     }
     uv_timer_stop(&d->timer);

@@ -18,13 +18,24 @@
  * (messages to an account go to all of its resources). Both grow by doubling
  * so a room with 10,000 guests costs one probe per lookup.
  *
+ * Guests (guest.DOMAIN) talk in rooms only: their messages and directed
+ * presence to other users' JIDs are refused (private messages between
+ * occupants go through the room), and so are their iq requests to users'
+ * resources; answers to what an account asked them still pass.
+ *
+ * Nothing reentrant reaches the callers of delivery. A session never ends
+ * from inside its deliver (c2s defers that to a later loop turn), and a
+ * session removed while a stanza is being routed has its session-gone
+ * notification (the MUC drops the occupant, perhaps the room) queued and
+ * run on a later loop turn, from the deferred queue: an idle handle that
+ * runs queued xmpp_deferred items one turn later.
+ *
  * Threads: everything here runs on the loop thread except the bodies given
  * to xmpp_server_work (worker pool) and xmpp_server_post, which is the one
  * entry point that may be called from any thread: a mutex-protected list
  * drained by a uv_async_t.
  */
 #include "chat/xmpp.h"
-#include "chat/xmpp_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -71,6 +82,14 @@ struct host {
 struct watcher {
     xmpp_gone_fn fn;
     void *ud;
+    bool dead; /* removed during a notification: compacted afterwards */
+};
+
+/* A session-gone notification waiting for a loop turn outside routing. */
+struct gone_item {
+    struct xmpp_deferred d;
+    struct xmpp_server *srv;
+    char jid[];
 };
 
 struct post_item {
@@ -94,7 +113,7 @@ struct xmpp_server {
     char domain[JID_PART_MAX + 1];
     char guest_domain[JID_PART_MAX + 1];
     char muc_domain[JID_PART_MAX + 1];
-    struct tls_ctx *tls_server, *tls_client;
+    struct tls_ctx *tls_server, *tls_client, *tls_c2s;
 
     struct sess_entry **by_full, **by_bare;
     size_t nbuckets, nsessions, nwebsocket;
@@ -103,8 +122,16 @@ struct xmpp_server {
     size_t nhosts;
     struct watcher watchers[WATCHERS_MAX];
     size_t nwatchers;
+    size_t notifying;   /* inside a notification of the watchers */
+    bool watchers_dead; /* some were removed meanwhile: compact */
     xmpp_remote_fn remote;
     void *remote_ud;
+    unsigned route_depth; /* inside xmpp_route or a delivery */
+
+    uv_idle_t idle;     /* runs the deferred queue */
+    struct xmpp_deferred *defer_head, *defer_tail;
+    size_t ndeferred;
+    bool idle_open, idle_closing, freeing;
 
     uv_async_t async;
     pthread_mutex_t post_lock;
@@ -128,6 +155,16 @@ static uint32_t hash_str(const char *s)
     uint32_t h = 2166136261u; /* FNV-1a */
     for (; *s; s++) {
         h ^= (unsigned char)*s;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static uint32_t hash_str_n(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
         h *= 16777619u;
     }
     return h;
@@ -185,6 +222,8 @@ static struct sess_entry *find_full_jid(const struct xmpp_server *srv, const str
 /* ---- life ----------------------------------------------------------------- */
 
 static void on_async(uv_async_t *a);
+static void on_idle(uv_idle_t *h);
+static void gone_run(struct xmpp_deferred *d);
 
 static int host_names(const char *domain, char *out, size_t n, const char *prefix)
 {
@@ -234,6 +273,14 @@ static int make_tls(struct xmpp_server *srv)
         log_error("xmpp: TLS (client) with %s: %s", cert, err);
         return -EINVAL;
     }
+    /* c2s: a context of its own that asks the client for no certificate
+     * (s2s peers offer one for SASL EXTERNAL; clients would prompt). */
+    if (tls_ctx_new(TLS_SERVER, cert, key, cfg->xmpp.tls_ca, &srv->tls_c2s, err,
+                    sizeof err) != 0) {
+        log_error("xmpp: TLS (c2s) with %s: %s", cert, err);
+        return -EINVAL;
+    }
+    tls_ctx_no_client_cert(srv->tls_c2s);
     return 0;
 }
 
@@ -271,6 +318,9 @@ struct xmpp_server *xmpp_server_new(uv_loop_t *loop, const struct config *cfg,
     }
     srv->async.data = srv;
     srv->async_open = true;
+    uv_idle_init(loop, &srv->idle); /* cannot fail */
+    srv->idle.data = srv;
+    srv->idle_open = true;
     /* The async handle must not keep the loop alive on its own. */
     uv_unref((uv_handle_t *)&srv->async);
     if (make_tls(srv) != 0) {
@@ -308,11 +358,31 @@ int xmpp_server_s2s_port(const struct xmpp_server *srv)
     return srv->s2s ? s2s_port(srv->s2s) : 0;
 }
 
+/* The idle handle is closed along with the async one; the struct goes (or
+ * the shutdown callback runs) once both are. */
+static void on_idle_closed(uv_handle_t *h)
+{
+    struct xmpp_server *srv = h->data;
+    srv->idle_open = false;
+    if (!srv->async_open && srv->free_pending)
+        free(srv);
+}
+
+static void close_idle(struct xmpp_server *srv)
+{
+    if (srv->idle_open && !srv->idle_closing) {
+        srv->idle_closing = true;
+        uv_close((uv_handle_t *)&srv->idle, on_idle_closed);
+    }
+}
+
 static void on_async_closed(uv_handle_t *h)
 {
     struct xmpp_server *srv = h->data;
     srv->async_open = false;
     if (srv->free_pending) {
+        if (srv->idle_open)
+            return; /* on_idle_closed frees */
         free(srv);
         return;
     }
@@ -377,6 +447,23 @@ void xmpp_server_free(struct xmpp_server *srv)
         c2s_tcp_free(srv->c2s);
     if (srv->s2s)
         s2s_free(srv->s2s);
+    /* What is still deferred will not run: the owners of the items (the
+     * sessions just freed, or freed later by their transports) only see
+     * them as not queued any more. */
+    srv->freeing = true;
+    struct xmpp_deferred *d = srv->defer_head, *dn;
+    srv->defer_head = srv->defer_tail = NULL;
+    srv->ndeferred = 0;
+    for (; d; d = dn) {
+        dn = d->next;
+        d->next = d->prev = NULL;
+        d->queued = false;
+        if (d->fn == gone_run)
+            free((struct gone_item *)d);
+    }
+    if (srv->idle_open)
+        uv_idle_stop(&srv->idle);
+    close_idle(srv);
     for (size_t i = 0; i < srv->nbuckets; i++) {
         struct sess_entry *e = srv->by_full[i], *next;
         for (; e; e = next) {
@@ -402,16 +489,17 @@ void xmpp_server_free(struct xmpp_server *srv)
         tls_ctx_free(srv->tls_server);
     if (srv->tls_client)
         tls_ctx_free(srv->tls_client);
+    if (srv->tls_c2s)
+        tls_ctx_free(srv->tls_c2s);
     srv->shutdown_cb = NULL;
-    if (srv->async_open) {
-        /* The struct lives until the loop has closed the handle. */
-        srv->free_pending = true;
-        if (!srv->async_closing) {
-            srv->async_closing = true;
-            uv_close((uv_handle_t *)&srv->async, on_async_closed);
-        }
-        return;
+    /* The struct lives until the loop has closed the handles. */
+    srv->free_pending = true;
+    if (srv->async_open && !srv->async_closing) {
+        srv->async_closing = true;
+        uv_close((uv_handle_t *)&srv->async, on_async_closed);
     }
+    if (srv->async_open || srv->idle_open)
+        return;
     free(srv);
 }
 
@@ -429,6 +517,8 @@ struct tls_ctx *xmpp_server_tls(const struct xmpp_server *srv, bool client)
 {
     return client ? srv->tls_client : srv->tls_server;
 }
+
+struct tls_ctx *xmpp_server_tls_c2s(const struct xmpp_server *srv) { return srv->tls_c2s; }
 
 bool xmpp_server_is_local(const struct xmpp_server *srv, const char *domain)
 {
@@ -473,14 +563,107 @@ void xmpp_server_set_remote(struct xmpp_server *srv, xmpp_remote_fn send, void *
     srv->remote_ud = ud;
 }
 
+int xmpp_server_remove_host(struct xmpp_server *srv, const char *domain)
+{
+    char d[JID_PART_MAX + 1];
+    if (jid_prep_domain(domain, strlen(domain), d, false) != 0)
+        return -ENOENT;
+    for (size_t i = 0; i < srv->nhosts; i++)
+        if (strcmp(srv->hosts[i].domain, d) == 0) {
+            memmove(&srv->hosts[i], &srv->hosts[i + 1],
+                    (srv->nhosts - i - 1) * sizeof srv->hosts[0]);
+            srv->nhosts--;
+            return 0;
+        }
+    return -ENOENT;
+}
+
 int xmpp_server_on_session_gone(struct xmpp_server *srv, xmpp_gone_fn fn, void *ud)
 {
     if (srv->nwatchers == WATCHERS_MAX)
         return -ENOSPC;
     srv->watchers[srv->nwatchers].fn = fn;
     srv->watchers[srv->nwatchers].ud = ud;
+    srv->watchers[srv->nwatchers].dead = false;
     srv->nwatchers++;
     return 0;
+}
+
+static void watchers_compact(struct xmpp_server *srv)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < srv->nwatchers; i++)
+        if (!srv->watchers[i].dead)
+            srv->watchers[o++] = srv->watchers[i];
+    srv->nwatchers = o;
+    srv->watchers_dead = false;
+}
+
+int xmpp_server_off_session_gone(struct xmpp_server *srv, xmpp_gone_fn fn, void *ud)
+{
+    for (size_t i = 0; i < srv->nwatchers; i++) {
+        struct watcher *w = &srv->watchers[i];
+        if (w->dead || w->fn != fn || w->ud != ud)
+            continue;
+        w->dead = true;
+        srv->watchers_dead = true;
+        /* During a notification the array is being walked: compact after. */
+        if (!srv->notifying)
+            watchers_compact(srv);
+        return 0;
+    }
+    return -ENOENT;
+}
+
+/* ---- the deferred queue ------------------------------------------------------ */
+
+void xmpp_server_defer(struct xmpp_server *srv, struct xmpp_deferred *d,
+                       void (*fn)(struct xmpp_deferred *d))
+{
+    if (d->queued || srv->freeing || !srv->idle_open || srv->idle_closing)
+        return;
+    d->fn = fn;
+    d->next = NULL;
+    d->prev = srv->defer_tail;
+    if (srv->defer_tail)
+        srv->defer_tail->next = d;
+    else
+        srv->defer_head = d;
+    srv->defer_tail = d;
+    d->queued = true;
+    if (srv->ndeferred++ == 0)
+        uv_idle_start(&srv->idle, on_idle);
+}
+
+void xmpp_server_defer_cancel(struct xmpp_server *srv, struct xmpp_deferred *d)
+{
+    if (!d->queued)
+        return;
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        srv->defer_head = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    else
+        srv->defer_tail = d->prev;
+    d->next = d->prev = NULL;
+    d->queued = false;
+    if (--srv->ndeferred == 0 && srv->idle_open)
+        uv_idle_stop(&srv->idle);
+}
+
+/* Run what was queued before this turn (what the items queue runs on the
+ * next one). An item may cancel others or free its owner. */
+static void on_idle(uv_idle_t *h)
+{
+    struct xmpp_server *srv = h->data;
+    size_t n = srv->ndeferred;
+    while (n-- && srv->defer_head) {
+        struct xmpp_deferred *d = srv->defer_head;
+        xmpp_server_defer_cancel(srv, d);
+        d->fn(d);
+    }
 }
 
 /* ---- sessions ------------------------------------------------------------- */
@@ -497,11 +680,20 @@ int xmpp_server_session_add(struct xmpp_server *srv, const struct jid *full,
         return rc;
     if (find_full(srv, text))
         return -EEXIST;
+    size_t blen = (size_t)(strchr(text, '/') - text);
+    /* Resources per account are bounded, so that delivery to a bare JID
+     * reaches every one of them (deliver_bare). */
+    uint32_t hb = hash_str_n(text, blen);
+    size_t same = 0;
+    for (struct sess_entry *e = srv->by_bare[hb & (srv->nbuckets - 1)]; e; e = e->next_bare)
+        if (e->hash_bare == hb && strlen(e->bare) == blen && memcmp(e->bare, text, blen) == 0)
+            same++;
+    if (same >= XMPP_RESOURCES_MAX)
+        return -EDQUOT;
     if (srv->nsessions + 1 > srv->nbuckets - srv->nbuckets / 4 && (rc = table_grow(srv)) != 0)
         return rc;
     struct sess_entry *e = calloc(1, sizeof *e);
     size_t flen = strlen(text);
-    size_t blen = (size_t)(strchr(text, '/') - text);
     char *block = malloc(flen + 1 + blen + 1);
     if (!e || !block) {
         free(e);
@@ -514,7 +706,7 @@ int xmpp_server_session_add(struct xmpp_server *srv, const struct jid *full,
     memcpy(e->bare, text, blen);
     e->bare[blen] = '\0';
     e->hash_full = hash_str(e->full);
-    e->hash_bare = hash_str(e->bare);
+    e->hash_bare = hb;
     e->ops = ops;
     e->sess = sess;
     if (peer)
@@ -528,6 +720,60 @@ int xmpp_server_session_add(struct xmpp_server *srv, const struct jid *full,
     if (e->peer.websocket)
         srv->nwebsocket++;
     return 0;
+}
+
+static void notify_now(struct xmpp_server *srv, const struct jid *full)
+{
+    /* Watchers (the MUC) drop whatever the JID held. One may take itself
+     * off meanwhile: it is only marked, and compacted afterwards. */
+    srv->notifying++;
+    for (size_t i = 0; i < srv->nwatchers; i++)
+        if (!srv->watchers[i].dead)
+            srv->watchers[i].fn(srv->watchers[i].ud, full);
+    if (--srv->notifying == 0 && srv->watchers_dead)
+        watchers_compact(srv);
+}
+
+static void gone_run(struct xmpp_deferred *d)
+{
+    struct gone_item *g = (struct gone_item *)d;
+    struct xmpp_server *srv = g->srv;
+    /* Bound again meanwhile (a reconnect with the same resource): that
+     * session carries on what this JID held. */
+    if (!find_full(srv, g->jid)) {
+        struct jid j = {0};
+        if (jid_parse(&j, g->jid) == 0)
+            notify_now(srv, &j);
+        else
+            log_warn("xmpp: cannot tell the watchers that %s went away", g->jid);
+        jid_free(&j);
+    }
+    free(g);
+}
+
+void xmpp_server_notify_gone(struct xmpp_server *srv, const struct jid *full)
+{
+    if (!srv->nwatchers)
+        return;
+    if (!srv->route_depth) {
+        notify_now(srv, full);
+        return;
+    }
+    /* Inside routing: the caller below us (the MUC delivering to a room)
+     * must not see its structures change under it. */
+    char text[JID_MAX + 1];
+    struct gone_item *g;
+    if (jid_format(full, text, sizeof text) != 0 ||
+        !(g = calloc(1, sizeof *g + strlen(text) + 1))) {
+        log_error("xmpp: cannot queue the departure of a session; the watchers are told now");
+        notify_now(srv, full);
+        return;
+    }
+    g->srv = srv;
+    memcpy(g->jid, text, strlen(text) + 1);
+    xmpp_server_defer(srv, &g->d, gone_run);
+    if (!g->d.queued)
+        free(g); /* the server is going away: nobody is told */
 }
 
 void xmpp_server_session_remove(struct xmpp_server *srv, const struct jid *full)
@@ -557,13 +803,6 @@ void xmpp_server_session_remove(struct xmpp_server *srv, const struct jid *full)
     xmpp_server_notify_gone(srv, full);
 }
 
-void xmpp_server_notify_gone(struct xmpp_server *srv, const struct jid *full)
-{
-    /* Watchers (the MUC) drop whatever the JID held. */
-    for (size_t i = 0; i < srv->nwatchers; i++)
-        srv->watchers[i].fn(srv->watchers[i].ud, full);
-}
-
 const struct xmpp_peer *xmpp_server_peer(const struct xmpp_server *srv, const struct jid *full)
 {
     if (!full->local || !full->resource)
@@ -575,25 +814,45 @@ const struct xmpp_peer *xmpp_server_peer(const struct xmpp_server *srv, const st
 static void deliver(struct xmpp_server *srv, struct sess_entry *e, struct xml_node *st)
 {
     srv->stanzas_out++;
+    srv->route_depth++;
     e->ops->deliver(e->sess, st);
+    srv->route_depth--;
 }
 
-/* Deliver to every session of a bare JID; a copy each but the last. Returns
- * how many got it (0: st is still the caller's). */
+int xmpp_server_deliver_local(struct xmpp_server *srv, const struct jid *full,
+                              struct xml_node *st)
+{
+    if (!full->local || !full->resource)
+        return -ENOENT;
+    struct sess_entry *e = find_full_jid(srv, full);
+    if (!e)
+        return -ENOENT;
+    deliver(srv, e, st);
+    return 0;
+}
+
+/* Deliver to every session of a bare JID (XMPP_RESOURCES_MAX at most); a
+ * copy each but the last. Returns how many got it (0: st is still the
+ * caller's). */
 static size_t deliver_bare(struct xmpp_server *srv, const struct jid *bare, struct xml_node *st)
 {
     char text[JID_MAX + 1];
     if (jid_format_bare(bare, text, sizeof text) != 0)
         return 0;
     uint32_t h = hash_str(text);
-    struct sess_entry *targets[64];
+    struct sess_entry *targets[XMPP_RESOURCES_MAX];
     size_t n = 0;
-    for (struct sess_entry *e = srv->by_bare[h & (srv->nbuckets - 1)]; e && n < 64;
-         e = e->next_bare)
-        if (e->hash_bare == h && strcmp(e->bare, text) == 0)
+    for (struct sess_entry *e = srv->by_bare[h & (srv->nbuckets - 1)]; e; e = e->next_bare)
+        if (e->hash_bare == h && strcmp(e->bare, text) == 0) {
+            if (n == XMPP_RESOURCES_MAX) {
+                /* session_add refuses more: this is a bug, say so. */
+                log_error("xmpp: %s has more than %d sessions; some miss a stanza", text,
+                          XMPP_RESOURCES_MAX);
+                break;
+            }
             targets[n++] = e;
-    /* deliver may end a session (write failure), but only through
-     * c2s_session_free later, from the transport's close: the entries stay. */
+        }
+    /* deliver never ends a session from inside (xmpp.h): the entries stay. */
     for (size_t i = 0; i + 1 < n; i++) {
         struct xml_node *copy = xml_node_copy(st);
         if (copy)
@@ -855,7 +1114,49 @@ static void route_full(struct xmpp_server *srv, struct xml_node *st, enum stanza
     }
 }
 
+/*
+ * A guest's stanza to a user's JID (NAME@DOMAIN or NAME@guest.DOMAIN, bare
+ * or full): true when it was refused (and st freed). Guests chat in rooms;
+ * what they say to one person goes through the room (room/nick), where
+ * moderation and the room's limits apply.
+ */
+static bool guest_refused(struct xmpp_server *srv, struct xml_node *st, enum stanza_kind kind,
+                          const struct jid *to)
+{
+    enum stanza_type t = stanza_type(st);
+    switch (kind) {
+    case STANZA_MESSAGE:
+        xmpp_route_error(srv, st, STANZA_COND_SERVICE_UNAVAILABLE,
+                         "guests can only talk in chat rooms");
+        return true;
+    case STANZA_PRESENCE:
+        xml_node_free(st);
+        return true;
+    case STANZA_IQ:
+        /* Requests to a user's resource are refused; answers to requests
+         * an account sent the guest pass, and so do the server's own
+         * answers on an account's behalf (a bare JID). */
+        if (to->resource && (t == STANZA_TYPE_GET || t == STANZA_TYPE_SET)) {
+            xmpp_route_error(srv, st, STANZA_COND_SERVICE_UNAVAILABLE,
+                             "guests can only talk in chat rooms");
+            return true;
+        }
+        return false;
+    default:
+        return false;
+    }
+}
+
+static void route(struct xmpp_server *srv, struct xml_node *st);
+
 void xmpp_route(struct xmpp_server *srv, struct xml_node *st)
+{
+    srv->route_depth++;
+    route(srv, st);
+    srv->route_depth--;
+}
+
+static void route(struct xmpp_server *srv, struct xml_node *st)
 {
     enum stanza_kind kind = stanza_kind(st);
     if (kind == STANZA_OTHER) {
@@ -902,6 +1203,9 @@ void xmpp_route(struct xmpp_server *srv, struct xml_node *st)
         goto out;
     }
     if (is_user_host(srv, to.domain)) {
+        if (to.local && strcmp(from.domain, srv->guest_domain) == 0 &&
+            guest_refused(srv, st, kind, &to))
+            goto out;
         if (!to.local) {
             if (to.resource) {
                 /* DOMAIN/RESOURCE: nothing lives there. */

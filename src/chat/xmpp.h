@@ -52,11 +52,13 @@ struct xmpp_hooks {
     /*
      * Worker thread. Check SASL PLAIN credentials: user is the authcid as
      * sent, secret either the account password or a chat token from the web
-     * app (POST /api/v1/chat/token). 0 with *out filled; -EPERM when wrong
-     * (not-authorized); -EACCES when the account may not log in (disabled,
-     * unverified: account-disabled); other negatives: temporary-auth-failure.
+     * app (POST /api/v1/chat/token). ip: the client's address (for
+     * throttling failed passwords per address, never per name alone). 0
+     * with *out filled; -EPERM when wrong (not-authorized); -EACCES when the
+     * account may not log in (disabled, unverified: account-disabled); other
+     * negatives (-EAGAIN: throttled): temporary-auth-failure.
      */
-    int (*authenticate)(void *ud, const char *user, const char *secret,
+    int (*authenticate)(void *ud, const char *user, const char *secret, const char *ip,
                         struct xmpp_account *out);
 };
 
@@ -87,10 +89,13 @@ const struct xmpp_hooks *xmpp_server_hooks(const struct xmpp_server *srv);
 const char *xmpp_server_domain(const struct xmpp_server *srv);       /* DOMAIN */
 const char *xmpp_server_guest_domain(const struct xmpp_server *srv); /* guest.DOMAIN */
 const char *xmpp_server_muc_domain(const struct xmpp_server *srv);   /* chat.DOMAIN */
-/* The TLS contexts (server side for c2s and incoming s2s; client side for
- * outgoing s2s), made at xmpp_server_new from xmpp.tls_* or the generated
- * certificate. */
+/* The TLS contexts (server side for incoming s2s, which asks the peer for
+ * a certificate; client side for outgoing s2s), made at xmpp_server_new
+ * from xmpp.tls_* or the generated certificate. */
 struct tls_ctx *xmpp_server_tls(const struct xmpp_server *srv, bool client);
+/* The server context for c2s STARTTLS: same certificate, but it asks the
+ * client for none (clients would prompt their user for one). */
+struct tls_ctx *xmpp_server_tls_c2s(const struct xmpp_server *srv);
 
 /*
  * Route a stanza. It must have a trusted from (stamped by the stream it
@@ -106,19 +111,42 @@ void xmpp_route_error(struct xmpp_server *srv, struct xml_node *st, int stanza_c
 typedef void (*xmpp_host_fn)(void *ud, struct xml_node *st, const struct jid *from,
                              const struct jid *to);
 int xmpp_server_add_host(struct xmpp_server *srv, const char *domain, xmpp_host_fn fn, void *ud);
+/* Forget a host (its owner is going away). 0 or -ENOENT. */
+int xmpp_server_remove_host(struct xmpp_server *srv, const char *domain);
 
 /*
  * Local sessions (c2s and WebSocket). deliver owns the stanza and writes it
  * to the stream. A full JID is registered once bound and unregistered
  * before the session goes away; xmpp_server_peer finds it.
+ *
+ * deliver never ends the session or unregisters it from inside the call,
+ * whatever happens to the write: callers (the MUC broadcasting to a room)
+ * may be in the middle of walking their own structures. A session whose
+ * write failed drops further deliveries and goes away on a later loop turn.
  */
 struct xmpp_session_ops {
     void (*deliver)(void *sess, struct xml_node *st);
 };
+#define XMPP_RESOURCES_MAX 64 /* sessions of one bare JID */
+/* 0; -EEXIST (full is taken); -EDQUOT (the bare JID has
+ * XMPP_RESOURCES_MAX sessions already); -ENOMEM. */
 int xmpp_server_session_add(struct xmpp_server *srv, const struct jid *full,
                             const struct xmpp_session_ops *ops, void *sess,
                             const struct xmpp_peer *peer);
+/* Unregister full and tell the session-gone watchers; while a stanza is
+ * being routed the watchers are told on a later loop turn instead, and not
+ * at all if full was registered again by then. */
 void xmpp_server_session_remove(struct xmpp_server *srv, const struct jid *full);
+/* The sess given to xmpp_server_session_add for full, and its ops; NULL
+ * when full is not a local session. For binding (the newest session wins,
+ * RFC 6120 7.7.2.2) and for the MUC's fast path to its occupants. */
+void *xmpp_server_session_find(const struct xmpp_server *srv, const struct jid *full,
+                               const struct xmpp_session_ops **ops);
+/* Deliver st (owned) to the local session full, counted like routed
+ * stanzas, without the router's checks. 0, or -ENOENT (st untouched:
+ * still the caller's) when full is no local session. */
+int xmpp_server_deliver_local(struct xmpp_server *srv, const struct jid *full,
+                              struct xml_node *st);
 /* NULL when full is not a local session (a remote user, or gone). */
 const struct xmpp_peer *xmpp_server_peer(const struct xmpp_server *srv, const struct jid *full);
 /* Whether domain is one of ours (DOMAIN, guest.DOMAIN, chat.DOMAIN). */
@@ -134,6 +162,27 @@ void xmpp_server_set_remote(struct xmpp_server *srv, xmpp_remote_fn send, void *
  * occupants of a vanished guest) can clean up. */
 typedef void (*xmpp_gone_fn)(void *ud, const struct jid *full);
 int xmpp_server_on_session_gone(struct xmpp_server *srv, xmpp_gone_fn fn, void *ud);
+/* Stop telling fn/ud (safe from inside a notification). 0 or -ENOENT. */
+int xmpp_server_off_session_gone(struct xmpp_server *srv, xmpp_gone_fn fn, void *ud);
+/* Tell the watchers that full went away without being a local session (a
+ * remote occupant whose s2s stream died). Deferred like
+ * xmpp_server_session_remove's while a stanza is being routed. */
+void xmpp_server_notify_gone(struct xmpp_server *srv, const struct jid *full);
+
+/*
+ * Work for a later turn of the loop (loop thread only): fn(d) runs once,
+ * from the loop, never from inside the caller. d is embedded in the
+ * caller's object, which must cancel it before going away. Queuing a d that
+ * is queued already does nothing. The queue keeps the loop alive.
+ */
+struct xmpp_deferred {
+    struct xmpp_deferred *next, *prev;
+    void (*fn)(struct xmpp_deferred *d);
+    bool queued;
+};
+void xmpp_server_defer(struct xmpp_server *srv, struct xmpp_deferred *d,
+                       void (*fn)(struct xmpp_deferred *d));
+void xmpp_server_defer_cancel(struct xmpp_server *srv, struct xmpp_deferred *d);
 
 /*
  * Blocking work (database, password hashing): work runs on the libuv worker

@@ -32,9 +32,17 @@
  * connection stays in the server's list (shutdown asks the owner to finish
  * through on_shutdown) and its allocation stays alive until the owner gives
  * the socket back with http_upgraded_close() and the close completes.
+ *
+ * Client addresses: http.trusted_proxies is parsed once, at
+ * http_server_new. When a request's head is complete its client address is
+ * worked out (http_request_client_ip): the peer's, or, from a trusted
+ * proxy, the right-most X-Forwarded-For entry that is not a trusted proxy
+ * too. Entries further left were written by whoever the first untrusted
+ * hop was, so they are never believed.
  */
 #include "net/http.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <http_parser.h>
 #include <inttypes.h>
@@ -84,6 +92,7 @@ struct http_conn {
     bool first_request;
     bool upgraded;        /* a 101 went out: the socket is (or is about to be) up.ud's */
     bool upgrade_pending; /* upgraded, but on_open has not been called yet */
+    bool forwarded;       /* client_ip came from X-Forwarded-For */
     int parsing;          /* inside conn_parse: a hand-off must wait for the read to end */
     struct http_upgrade up;
 
@@ -128,6 +137,8 @@ struct http_server {
     time_t date_time;
     char date[40];
     struct http_static *statics;
+    struct http_cidr *trusted; /* http.trusted_proxies */
+    size_t ntrusted;
 };
 
 struct http_write {
@@ -236,6 +247,8 @@ static void request_reset(struct http_conn *c)
         buf_free(&req->arena);
     buf_reset(&req->arena);
     req->url = req->path = req->query = NULL;
+    req->client_ip[0] = '\0';
+    c->forwarded = false;
     req->nheaders = 0;
     req->nparams = 0;
     req->on_abort = NULL;
@@ -260,6 +273,215 @@ const char *http_request_header(const struct http_request *req, const char *name
         if (strcasecmp(req->headers[i].name, name) == 0)
             return req->headers[i].value;
     return NULL;
+}
+
+const char *http_request_client_ip(const struct http_request *req)
+{
+    return req->client_ip[0] ? req->client_ip : req->remote;
+}
+
+/* ---------------------------------------------------------------------- */
+/* trusted proxies                                                          */
+
+/* An address, with or without a port ("1.2.3.4", "1.2.3.4:80", "::1",
+ * "[::1]:80"), spaces around allowed. IPv4-mapped IPv6 reads as IPv4. */
+static bool addr_parse(const char *s, size_t len, unsigned char a[16], bool *v6)
+{
+    while (len && (*s == ' ' || *s == '\t')) {
+        s++;
+        len--;
+    }
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+        len--;
+    char t[INET6_ADDRSTRLEN + 8];
+    if (!len || len >= sizeof t)
+        return false;
+    if (s[0] == '[') {
+        const char *e = memchr(s, ']', len);
+        if (!e)
+            return false;
+        len = (size_t)(e - s - 1);
+        s++;
+    } else {
+        const char *colon = memchr(s, ':', len);
+        /* One colon: IPv4 with a port. Several: IPv6 without one. */
+        if (colon && !memchr(colon + 1, ':', len - (size_t)(colon + 1 - s)))
+            len = (size_t)(colon - s);
+    }
+    if (len >= sizeof t)
+        return false;
+    memcpy(t, s, len);
+    t[len] = '\0';
+    memset(a, 0, 16);
+    if (inet_pton(AF_INET, t, a) == 1) {
+        *v6 = false;
+        return true;
+    }
+    if (inet_pton(AF_INET6, t, a) != 1)
+        return false;
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(a, mapped, sizeof mapped) == 0) {
+        memmove(a, a + 12, 4);
+        memset(a + 4, 0, 12);
+        *v6 = false;
+        return true;
+    }
+    *v6 = true;
+    return true;
+}
+
+static void addr_format(const unsigned char a[16], bool v6, char *out, size_t n)
+{
+    char t[INET6_ADDRSTRLEN];
+    if (!inet_ntop(v6 ? AF_INET6 : AF_INET, a, t, sizeof t))
+        t[0] = '\0';
+    snprintf(out, n, "%s", t);
+}
+
+static bool cidr_match(const struct http_cidr *list, size_t n, const unsigned char a[16], bool v6)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct http_cidr *c = &list[i];
+        if (c->v6 != v6)
+            continue;
+        size_t whole = c->bits / 8;
+        unsigned rest = c->bits % 8;
+        if (memcmp(c->addr, a, whole) != 0)
+            continue;
+        unsigned char mask = (unsigned char)(0xff << (8 - rest));
+        if (rest && ((c->addr[whole] ^ a[whole]) & mask))
+            continue;
+        return true;
+    }
+    return false;
+}
+
+int http_cidr_list_parse(const char *list, struct http_cidr **out, size_t *n, char *err,
+                         size_t errlen)
+{
+    *out = NULL;
+    *n = 0;
+    size_t cap = 0;
+    const char *p = list ? list : "";
+    while (*p) {
+        size_t skip = strspn(p, ", \t");
+        p += skip;
+        size_t len = strcspn(p, ", \t");
+        if (!len)
+            break;
+        char item[INET6_ADDRSTRLEN + 8];
+        if (len >= sizeof item) {
+            snprintf(err, errlen, "http.trusted_proxies: '%.*s' is not an address or CIDR range",
+                     (int)(len > 64 ? 64 : len), p);
+            goto fail;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        p += len;
+        struct http_cidr c = {0};
+        char *slash = strchr(item, '/');
+        long bits = -1;
+        if (slash) {
+            char *end;
+            *slash = '\0';
+            bits = strtol(slash + 1, &end, 10);
+            if (end == slash + 1 || *end || bits < 0)
+                bits = 999;
+        }
+        unsigned char a[16];
+        bool v6 = false;
+        if (!(inet_pton(AF_INET, item, a) == 1 || (v6 = inet_pton(AF_INET6, item, a) == 1))) {
+            snprintf(err, errlen, "http.trusted_proxies: '%s' is not an address or CIDR range",
+                     item);
+            goto fail;
+        }
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (v6 && memcmp(a, mapped, sizeof mapped) == 0) {
+            /* ::ffff:10.0.0.0/104 is 10.0.0.0/8: peers are compared as IPv4 */
+            memmove(a, a + 12, 4);
+            v6 = false;
+            if (bits >= 0)
+                bits = bits >= 96 ? bits - 96 : 999;
+        }
+        int max = v6 ? 128 : 32;
+        if (bits > max) {
+            snprintf(err, errlen, "http.trusted_proxies: '%s/%s': the prefix length is 0 to %d",
+                     item, slash + 1, max);
+            goto fail;
+        }
+        memcpy(c.addr, a, v6 ? 16 : 4);
+        c.bits = (unsigned char)(bits < 0 ? max : bits);
+        c.v6 = v6;
+        if (*n == cap) {
+            size_t nc = cap ? cap * 2 : 4;
+            struct http_cidr *g = realloc(*out, nc * sizeof *g);
+            if (!g) {
+                snprintf(err, errlen, "out of memory");
+                goto fail;
+            }
+            *out = g;
+            cap = nc;
+        }
+        (*out)[(*n)++] = c;
+    }
+    return 0;
+fail:
+    free(*out);
+    *out = NULL;
+    *n = 0;
+    return -EINVAL;
+}
+
+void http_client_ip(const char *peer, const char *const *xff, size_t nxff,
+                    const struct http_cidr *trusted, size_t ntrusted, char *out, size_t n)
+{
+    unsigned char a[16];
+    bool v6;
+    if (!addr_parse(peer, strlen(peer), a, &v6)) {
+        snprintf(out, n, "%s", peer);
+        return;
+    }
+    addr_format(a, v6, out, n);
+    if (!ntrusted || !cidr_match(trusted, ntrusted, a, v6))
+        return;
+    /* Right to left: the last header first, each from its end. */
+    for (size_t h = nxff; h-- > 0;) {
+        const char *v = xff[h];
+        size_t end = strlen(v);
+        for (;;) {
+            size_t start = end;
+            while (start > 0 && v[start - 1] != ',')
+                start--;
+            if (strspn(v + start, " \t") < end - start) {
+                if (!addr_parse(v + start, end - start, a, &v6))
+                    return; /* garbage: the last hop we trust is all we know */
+                addr_format(a, v6, out, n);
+                if (!cidr_match(trusted, ntrusted, a, v6))
+                    return;
+            }
+            if (start == 0)
+                break;
+            end = start - 1;
+        }
+    }
+    /* Every entry is a trusted proxy: the left-most one it is. */
+}
+
+static void set_client_ip(struct http_conn *c)
+{
+    struct http_request *req = &c->req;
+    struct http_server *srv = c->srv;
+    const char *xff[HTTP_MAX_HEADERS];
+    size_t nxff = 0;
+    if (srv->ntrusted)
+        for (int i = 0; i < req->nheaders; i++)
+            if (strcasecmp(req->headers[i].name, "X-Forwarded-For") == 0)
+                xff[nxff++] = req->headers[i].value;
+    http_client_ip(req->remote, xff, nxff, srv->trusted, srv->ntrusted, req->client_ip,
+                   sizeof req->client_ip);
+    char peer[sizeof req->client_ip];
+    http_client_ip(req->remote, NULL, 0, NULL, 0, peer, sizeof peer);
+    c->forwarded = strcmp(peer, req->client_ip) != 0;
 }
 
 const char *http_request_param(const struct http_request *req, const char *name)
@@ -534,7 +756,9 @@ static void access_log(struct http_conn *c, int status, uint64_t body_bytes)
     if (!c->srv->cfg->http.access_log)
         return;
     uint64_t us = (uv_hrtime() - req->start_ns) / 1000;
-    log_info("http %s \"%s %s\" %d %" PRIu64 " %" PRIu64 "us", req->remote,
+    /* The client, and the proxy it came through when it did. */
+    log_info("http %s%s%s \"%s %s\" %d %" PRIu64 " %" PRIu64 "us", http_request_client_ip(req),
+             c->forwarded ? " via " : "", c->forwarded ? req->remote : "",
              req->method_name ? req->method_name : "-", req->url ? req->url : "-", status,
              body_bytes, us);
 }
@@ -963,6 +1187,7 @@ static void conn_dispatch(struct http_conn *c)
     struct http_request *req = &c->req;
     struct http_server *srv = c->srv;
     srv->requests++;
+    set_client_ip(c);
     c->in_flight = true;
     c->state = CS_HANDLING;
     uv_timer_stop(&c->timer);
@@ -1605,6 +1830,14 @@ struct http_server *http_server_new(uv_loop_t *loop, const struct config *cfg)
         free(srv);
         return NULL;
     }
+    char err[256];
+    if (http_cidr_list_parse(cfg->http.trusted_proxies, &srv->trusted, &srv->ntrusted, err,
+                             sizeof err) != 0) {
+        log_error("http: %s", err);
+        http_static_free(srv->statics);
+        free(srv);
+        return NULL;
+    }
     return srv;
 }
 
@@ -1685,6 +1918,7 @@ void http_server_free(struct http_server *srv)
         return;
     http_router_free(&srv->router);
     http_static_free(srv->statics);
+    free(srv->trusted);
     free(srv);
 }
 

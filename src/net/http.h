@@ -95,7 +95,8 @@ struct http_request {
     unsigned short http_major, http_minor;
     bool keep_alive;
     bool head; /* a HEAD request: the response body is not sent */
-    char remote[64];
+    char remote[64];    /* the connection's peer, "1.2.3.4:5678" / "[::1]:5678" */
+    char client_ip[64]; /* http_request_client_ip; set when the head is complete */
     uint64_t start_ns;
     unsigned route_flags;
     struct http_param params[HTTP_MAX_PARAMS];
@@ -117,6 +118,15 @@ struct http_request {
 /* --- the request ------------------------------------------------------- */
 
 const char *http_request_header(const struct http_request *req, const char *name);
+/*
+ * The client's address, without a port ("203.0.113.7", "2001:db8::1"): the
+ * connection's peer, or, when the peer is one of http.trusted_proxies, the
+ * right-most X-Forwarded-For address that is not itself a trusted proxy
+ * (what a client writes there itself is left of what its proxies add). Use
+ * it for anything per client: login throttling, viewers, bans, logs. For a
+ * request the server did not parse (tests), remote as it is.
+ */
+const char *http_request_client_ip(const struct http_request *req);
 const char *http_request_param(const struct http_request *req, const char *name);
 /* Copy query parameter `name`, percent-decoded, into out. 0 when present. */
 int http_request_query(const struct http_request *req, const char *name, char *out, size_t n);
@@ -196,6 +206,29 @@ int http_server_port(struct http_server *srv);
 void http_server_shutdown(struct http_server *srv, void (*cb)(struct http_server *, void *),
                           void *arg);
 void http_server_free(struct http_server *srv);
+/* --- trusted proxies, for tests ----------------------------------------- */
+
+struct http_cidr {
+    unsigned char addr[16]; /* IPv4 in the first 4 bytes */
+    unsigned char bits;
+    bool v6;
+};
+/*
+ * Parse http.trusted_proxies: addresses or CIDR ranges, comma or space
+ * separated. *out is malloc'd (NULL when the list is empty). 0, or -EINVAL
+ * with err naming the entry.
+ */
+int http_cidr_list_parse(const char *list, struct http_cidr **out, size_t *n, char *err,
+                         size_t errlen);
+/*
+ * The client address (see http_request_client_ip) for a peer address (with
+ * or without a port, as http_request.remote) and the X-Forwarded-For header
+ * values in the order received (several headers read as one list), given
+ * the trusted list. out gets the address without a port.
+ */
+void http_client_ip(const char *peer, const char *const *xff, size_t nxff,
+                    const struct http_cidr *trusted, size_t ntrusted, char *out, size_t n);
+
 /* Requests served since start (for /healthz and tests). */
 uint64_t http_server_requests(const struct http_server *srv);
 size_t http_server_connections(const struct http_server *srv);

@@ -12,8 +12,9 @@
  *
  * Plaintext written before the handshake is done waits in a bounded buffer.
  *
- * Peer certificates: every context verifies with SSL_VERIFY_PEER, but the
- * verify callback never fails the handshake; it records the first error.
+ * Peer certificates: every context verifies with SSL_VERIFY_PEER (except a
+ * server context for clients, tls_ctx_no_client_cert, which asks for none),
+ * but the verify callback never fails the handshake; it records the first error.
  * Whether the peer is who it says is decided later, per domain, by
  * tls_conn_peer_verified (chain result + X509_check_host), because XMPP
  * learns the domain to check (stream 'from', dialback, SASL EXTERNAL) after
@@ -172,6 +173,12 @@ int tls_ctx_new(enum tls_role role, const char *cert_path, const char *key_path,
 fail:
     SSL_CTX_free(s);
     return -EINVAL;
+}
+
+void tls_ctx_no_client_cert(struct tls_ctx *ctx)
+{
+    /* Without SSL_VERIFY_PEER a server sends no CertificateRequest. */
+    SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_NONE, NULL);
 }
 
 void tls_ctx_free(struct tls_ctx *ctx)

@@ -34,6 +34,9 @@ enum tls_role { TLS_SERVER, TLS_CLIENT };
 int tls_ctx_new(enum tls_role role, const char *cert_path, const char *key_path,
                 const char *ca_path, struct tls_ctx **out, char *err, size_t errlen);
 void tls_ctx_free(struct tls_ctx *ctx);
+/* A server context that asks for no client certificate (c2s: clients
+ * would prompt their user to pick one). Before any tls_conn_new on it. */
+void tls_ctx_no_client_cert(struct tls_ctx *ctx);
 
 /*
  * When cert_path does not exist: generate a key and a self-signed certificate

@@ -1,7 +1,10 @@
 """
 Federation (src/chat/s2s.c): a user on Debian's Prosody 0.12 joins a Hearth
 room with their own client, gets its history, talks both ways, and is kicked
-and banned by the room's owner like anyone else; plaintext s2s is refused.
+and banned by the room's owner like anyone else; when Prosody dies, its user
+leaves the room; plaintext s2s is refused; a raw peer cannot make Hearth
+authenticate (and so connect to) more than 16 domain pairs per stream, and
+servers count toward xmpp.max_connections.
 
 Two runs: self-signed certificates on both sides (so each side checks the
 other with dialback, XEP-0220, both directions, including answering
@@ -20,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -264,7 +268,7 @@ def hearth_cli(bin_path, data_dir, *args, input=None):
     return res
 
 
-def run_federation(bin_path, start_server, tmp_path, secure):
+def run_federation(bin_path, start_server, tmp_path, secure, play=None):
     for ip in (HEARTH_IP, PROSODY_IP):
         if not port_free(ip, S2S_PORT):
             pytest.skip(f"{ip}:{S2S_PORT} is taken on this machine")
@@ -304,8 +308,9 @@ def run_federation(bin_path, start_server, tmp_path, secure):
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
+            play = play or scenario
             loop.run_until_complete(asyncio.wait_for(
-                scenario(room, hearth_c2s, prosody.c2s_port), 120))
+                play(room, hearth_c2s, prosody.c2s_port, prosody), 120))
         finally:
             tasks = asyncio.all_tasks(loop)
             for t in tasks:
@@ -319,6 +324,8 @@ def run_federation(bin_path, start_server, tmp_path, secure):
         raise
     finally:
         prosody.stop()
+    if play is not scenario:
+        return srv, prosody
     log = srv.log()
     if secure:
         assert "SASL EXTERNAL" in log
@@ -328,7 +335,7 @@ def run_federation(bin_path, start_server, tmp_path, secure):
     return srv, prosody
 
 
-async def scenario(room, hearth_c2s, prosody_c2s):
+async def scenario(room, hearth_c2s, prosody_c2s, prosody=None):
     owner = slixmpp_client(f"owner@{HEARTH}/web", PASSWORD, "127.0.0.1", hearth_c2s)
     remote = slixmpp_client(f"remote@{PROSODY_DOMAIN}/laptop", PASSWORD, PROSODY_IP, prosody_c2s)
     try:
@@ -415,6 +422,49 @@ async def scenario(room, hearth_c2s, prosody_c2s):
         await asyncio.sleep(0.2)
 
 
+async def remote_server_dies(room, hearth_c2s, prosody_c2s, prosody):
+    """The remote user is in the room; Prosody is killed (no goodbye): the
+    owner sees the user leave (333) as soon as Hearth's stream from Prosody
+    breaks."""
+    owner = slixmpp_client(f"owner@{HEARTH}/web", PASSWORD, "127.0.0.1", hearth_c2s)
+    remote = slixmpp_client(f"remote@{PROSODY_DOMAIN}/laptop", PASSWORD, PROSODY_IP, prosody_c2s)
+    try:
+        await owner.online()
+        await remote.online()
+        owner.send_presence(pto=f"{room}/Owner", pfrom=owner.boundjid)
+        await owner.wait(lambda s: s.name == "presence" and s["from"].bare == room
+                         and "110" in statuses(s), "own presence in the room")
+        join = remote.make_presence(pto=f"{room}/Remote")
+        join.append(ET.Element(f"{{{NS_MUC}}}x"))
+        join.send()
+        p = await remote.wait(lambda s: s.name == "presence" and s["from"].bare == room
+                              and (s["type"] == "error" or "110" in statuses(s)),
+                              "self-presence from the Hearth room", timeout=45)
+        assert p["type"] != "error", f"join refused: {p}"
+        await owner.wait(lambda s: s.name == "presence" and str(s["from"]) == f"{room}/Remote"
+                         and s["type"] != "unavailable", "the remote user's arrival")
+
+        os.kill(prosody.proc.pid, signal.SIGKILL)
+        prosody.proc.wait(10)
+        gone = await owner.wait(lambda s: s.name == "presence"
+                                and str(s["from"]) == f"{room}/Remote"
+                                and s["type"] == "unavailable",
+                                "the remote user leaving after Prosody died", timeout=30)
+        assert "333" in statuses(gone), gone
+        # The room no longer lists the remote user: a message from the
+        # owner is echoed and nothing about Remote comes back.
+        owner.send_message(mto=room, mtype="groupchat", mbody="still here")
+        await owner.wait(lambda s: s.name == "message" and s["body"] == "still here",
+                         "own message echoed")
+    finally:
+        for c in (owner, remote):
+            try:
+                c.disconnect()
+            except Exception:
+                pass
+        await asyncio.sleep(0.2)
+
+
 def plaintext_refused(ip, port):
     """A server that skips STARTTLS: its first stanza ends the stream."""
     with socket.create_connection((ip, port), timeout=DEADLINE) as s:
@@ -462,3 +512,138 @@ def test_plaintext_s2s_refused(start_server):
     plaintext_refused("127.0.0.1", port)
     assert "plaintext federation is refused" in srv.log()
     assert srv.alive()
+
+
+def test_federation_remote_server_dies(bin_path, start_server, tmp_path):
+    srv, _ = run_federation(bin_path, start_server, tmp_path, secure=False,
+                            play=remote_server_dies)
+    assert re.search(r"prosody\.test is gone .*: [1-9]\d* remote users dropped", srv.log()), \
+        srv.log_tail(60)
+
+
+# --- raw peers -------------------------------------------------------------------
+
+STREAM_HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                 "xmlns:stream='http://etherx.jabber.org/streams' "
+                 "xmlns:db='jabber:server:dialback' from='{frm}' to='{to}' version='1.0'>")
+
+
+def read_until(s, marker, what):
+    buf = b""
+    while marker not in buf:
+        chunk = s.recv(65536)
+        assert chunk, f"closed before {what}: {buf!r}"
+        buf += chunk
+    return buf
+
+
+def read_to_end(s):
+    buf = b""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        try:
+            chunk = s.recv(65536)
+        except (ConnectionResetError, socket.timeout, ssl.SSLError):
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def raw_peer_tls(ip, port, frm):
+    """A server that does STARTTLS (accepting any certificate) and is left
+    at the features of the encrypted stream."""
+    raw = socket.create_connection((ip, port), timeout=DEADLINE)
+    raw.sendall(STREAM_HEADER.format(frm=frm, to=HEARTH).encode())
+    read_until(raw, b"</stream:features>", "the features")
+    raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    read_until(raw, b"<proceed", "proceed")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = ctx.wrap_socket(raw, server_hostname=HEARTH)
+    s.sendall(STREAM_HEADER.format(frm=frm, to=HEARTH).encode())
+    feats = read_until(s, b"</stream:features>", "the features after TLS")
+    assert b"dialback" in feats, feats
+    return s
+
+
+def test_dialback_pairs_capped(start_server):
+    """Each db:result naming a new domain makes Hearth connect to that
+    domain's server to check the key: one stream may ask for 16 pairs, the
+    17th ends it (policy-violation), and no 17th outgoing stream is made."""
+    domains = [f"d{i}.example" for i in range(17)]
+    port = free_port()
+    srv = start_server(env={
+        "HEARTH_XMPP_DOMAIN": HEARTH,
+        "HEARTH_XMPP_C2S_LISTEN": f"127.0.0.1:{free_port()}",
+        "HEARTH_XMPP_S2S_LISTEN": f"127.0.0.1:{port}",
+        "HEARTH_XMPP_FEDERATION": "true",
+        # Nothing listens on port 1: each check fails fast, without DNS.
+        "HEARTH_XMPP_S2S_ROUTES": ",".join(f"{d}=127.0.0.1:1" for d in domains),
+        "HEARTH_LOG_LEVEL": "debug",
+    })
+    with raw_peer_tls("127.0.0.1", port, domains[0]) as s:
+        s.sendall("".join(f"<db:result from='{d}' to='{HEARTH}'>abcdef</db:result>"
+                          for d in domains).encode())
+        buf = read_to_end(s)
+    assert b"policy-violation" in buf, buf
+    assert buf.count(b"<db:result") <= 16, buf
+    log = srv.log()
+    assert "asks for more than 16 domain pairs" in log, srv.log_tail(60)
+    routed = set(re.findall(r"s2s out #\d+ \S+ -> (d\d+\.example)", log))
+    assert 0 < len(routed) <= 16, routed
+    assert "d16.example" not in routed, routed
+    assert srv.alive()
+
+
+def test_s2s_connections_capped(start_server):
+    """Incoming servers count toward xmpp.max_connections: past it, Hearth
+    closes the connection at once, before a single byte."""
+    port = free_port()
+    srv = start_server(env={
+        "HEARTH_XMPP_DOMAIN": HEARTH,
+        "HEARTH_XMPP_C2S_LISTEN": f"127.0.0.1:{free_port()}",
+        "HEARTH_XMPP_S2S_LISTEN": f"127.0.0.1:{port}",
+        "HEARTH_XMPP_FEDERATION": "true",
+        "HEARTH_XMPP_MAX_CONNECTIONS": "2",
+    })
+    held = []
+    try:
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+            held.append(s)
+            s.sendall(STREAM_HEADER.format(frm="a.example", to=HEARTH).encode())
+            read_until(s, b"</stream:features>", "the features")
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as s:
+            s.sendall(STREAM_HEADER.format(frm="b.example", to=HEARTH).encode())
+            assert read_to_end(s) == b""
+        assert re.search(r"s2s in \S+: connection refused", srv.log()), srv.log_tail(20)
+        # One goes away: room for another.
+        held.pop().close()
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as s:
+                s.sendall(STREAM_HEADER.format(frm="c.example", to=HEARTH).encode())
+                if b"</stream:features>" in read_to_end_marker(s, b"</stream:features>"):
+                    break
+            assert time.monotonic() < deadline, "no room after a connection closed"
+            time.sleep(0.2)
+    finally:
+        for s in held:
+            s.close()
+    assert srv.alive()
+
+
+def read_to_end_marker(s, marker):
+    buf = b""
+    while marker not in buf:
+        try:
+            chunk = s.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return buf

@@ -7,7 +7,8 @@ delays, MAM with RSM paging, kick, ban (the guest's address too), voice in
 a room where guests are visitors, retraction and moderation leaving
 tombstones in the archive, self-ping, the length cap, the rate limit,
 banned words, and a client that sends bad XML being cut off while the room
-carries on.
+carries on. Protected channels are members-only rooms; unknown room names,
+archive queries and retractions of old messages are bounded and checked.
 
 The tests send raw stanzas (send_raw) and look at everything that comes
 back, so they check the protocol rather than slixmpp's MUC plugin.
@@ -74,7 +75,7 @@ def msrv(bin_path, tmp_path_factory):
                       "HEARTH_XMPP_MESSAGE_BURST": "5",
                       "HEARTH_XMPP_MESSAGE_INTERVAL": "1s"})
     srv.start()
-    for name in ("alice", "bob"):
+    for name in ("alice", "bob", "carol"):
         cli(srv, "user", "add", name, "--password-stdin", input=PASSWORD + "\n")
     yield srv
     srv.stop()
@@ -683,5 +684,200 @@ def test_web_changes_reach_the_room(server):
         info = await http("GET", f"/channels/{slug}/chat")
         assert info.json()["occupants"] == 0, info.text
         await bye(g, b, g2)
+
+    run(go())
+
+
+# --- protected channels, limits, old retractions ------------------------------------------------
+
+
+def user_id(srv, name):
+    return sql(srv, "SELECT id FROM users WHERE name = ?", name)[0][0]
+
+
+def test_protected_channel_is_members_only(server):
+    """channels.protected: owner, moderators, admins and invited accounts only (XEP-0045 7.2.7)."""
+    room, slug = channel(server, protected=1)
+    sql(server, "INSERT INTO channel_invites (channel_id, user_id, created_at) VALUES"
+                " ((SELECT id FROM channels WHERE slug = ?), ?, 0)", slug, user_id(server, "bob"))
+
+    async def go():
+        g = await guest(server)
+        p = await join(g, room, "snoop", expect_ok=False)
+        assert p.get("type") == "error" and error_cond(p) == "registration-required", text(p)
+        assert p.find("{jabber:client}error").get("type") == "auth"
+        c = await account(server, "carol")
+        p = await join(c, room, "carol", expect_ok=False)
+        assert error_cond(p) == "registration-required", text(p)
+        a = await account(server, "alice")
+        await join(a, room, "alice")  # the owner
+        b = await account(server, "bob")
+        await join(b, room, "bob")  # invited
+        say(b, room, "members only")
+        await wait(a, body_is("members only"))
+        # the archive: refused to outsiders, open to the invited
+        await asyncio.sleep(0.3)
+        for x in (g, c):
+            r = await iq(x, room, "<query xmlns='urn:xmpp:mam:2'/>")
+            assert r.get("type") == "error" and error_cond(r) == "registration-required", text(r)
+            assert not any(el.find(NS_MAM + "result") is not None for el in x.got)
+        r = await iq(b, room, "<query xmlns='urn:xmpp:mam:2' queryid='b'/>")
+        assert r.get("type") == "result", text(r)
+        # not listed, and says what it is
+        items = await iq(g, MUC, "<query xmlns='http://jabber.org/protocol/disco#items'/>", "get")
+        assert room not in {i.get("jid") for i in items.iter("{http://jabber.org/protocol/disco#items}item")}
+        info = await iq(g, room, "<query xmlns='http://jabber.org/protocol/disco#info'/>", "get")
+        feats = {f.get("var") for f in info.iter("{http://jabber.org/protocol/disco#info}feature")}
+        assert "muc_membersonly" in feats and "muc_open" not in feats and "muc_public" not in feats
+        await bye(g, c, a, b)
+
+    run(go())
+
+
+def test_channel_turned_protected_removes_outsiders(server):
+    """The page makes the channel protected: occupants who may not stay leave with 321."""
+    room, slug = channel(server)
+    web = web_login(server, "alice")
+
+    async def go():
+        a = await account(server, "alice")
+        await join(a, room, "alice")
+        g = await guest(server)
+        await join(g, room, "viewer")
+        r = await asyncio.get_event_loop().run_in_executor(
+            None, lambda: web("PATCH", f"/channels/{slug}", {"protected": True}))
+        assert r.status_code == 200, r.text
+        p = await wait(g, is_("presence", f"{room}/viewer", "unavailable"))
+        assert {"321", "110"} <= codes(p), text(p)
+        await wait(a, lambda el: is_("presence", f"{room}/viewer", "unavailable")(el) and "321" in codes(el))
+        # the owner stays and can still talk
+        say(a, room, "still mine")
+        await wait(a, body_is("still mine"))
+        await bye(a, g)
+
+    run(go())
+
+
+def test_unknown_rooms_are_bounded(server):
+    """Random room names cost a database load each: at most 64 at once, then a minute's memory."""
+    async def go():
+        g = await guest(server)
+        n = 300
+        slugs = [f"nope{uuid.uuid4().hex[:12]}" for _ in range(n)]
+        g.send_raw("".join(f"<presence to='{s}@{MUC}/x'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+                           for s in slugs))
+        errs = {}
+        deadline = time.monotonic() + 20
+        while len(errs) < n and time.monotonic() < deadline:
+            for el in list(g.got):
+                frm = el.get("from") or ""
+                if el.get("type") == "error" and frm.split("@")[0] in slugs:
+                    errs[frm.split("@")[0]] = (error_cond(el), el.find("{jabber:client}error").get("type"))
+                    g.got.remove(el)
+            await asyncio.sleep(0.05)
+        assert len(errs) == n, f"{len(errs)} of {n} answered; got {[text(e) for e in g.got[:3]]}\n{server.log_tail()}"
+        conds = {c for c, _ in errs.values()}
+        assert conds <= {"item-not-found", "resource-constraint"}, conds
+        # more than 64 arrived before any load came back: the rest were told to wait
+        assert ("resource-constraint", "wait") in errs.values(), conds
+        # a name that was no room is answered from memory now, even once it is a channel
+        known = next(s for s, (c, _) in errs.items() if c == "item-not-found")
+        _, fresh = channel(server)
+        sql(server, "UPDATE channels SET slug = ? WHERE slug = ?", known, fresh)
+        p = await join(g, f"{known}@{MUC}", "again", expect_ok=False)
+        assert error_cond(p) == "item-not-found", text(p)
+        await bye(g)
+
+    run(go())
+
+
+def test_archive_queries_are_bounded(server):
+    """MAM: one query at a time per session, 10 in a row then one a second, 100 results a page."""
+    room, slug = channel(server)
+    cid = sql(server, "SELECT id FROM channels WHERE slug = ?", slug)[0][0]
+    for i in range(130):
+        sql(server, "INSERT INTO chat_messages (channel_id, stanza_id, ts_ms, nick, occupant_id,"
+                    " from_jid, body, stanza) VALUES (?, ?, ?, 'old', 'o', 'old@localhost', ?, ?)",
+            cid, f"{slug}-{i}", 1000 + i, f"old {i}",
+            f"<message xmlns='jabber:client' type='groupchat' from='{room}/old'><body>old {i}</body>"
+            f"<stanza-id xmlns='urn:xmpp:sid:0' id='{slug}-{i}' by='{room}'/></message>")
+
+    async def go():
+        g = await guest(server)
+        await join(g, room, "reader")
+        # three at once: one runs, the others are told to wait
+        g.send_raw("".join(f"<iq type='set' to='{room}' id='burst{i}'><query xmlns='urn:xmpp:mam:2'"
+                           f" queryid='burst{i}'><set xmlns='http://jabber.org/protocol/rsm'><max>1000</max>"
+                           f"</set></query></iq>" for i in range(3)))
+        answers = []
+        for i in range(3):
+            answers.append(await wait(g, lambda el, i=i: el.tag == "{jabber:client}iq" and
+                                      el.get("id") == f"burst{i}", what=f"answer to burst{i}"))
+        ok = [r for r in answers if r.get("type") == "result"]
+        assert len(ok) == 1, [text(r) for r in answers]
+        for r in answers:
+            if r.get("type") == "error":
+                assert error_cond(r) == "resource-constraint"
+                assert r.find("{jabber:client}error").get("type") == "wait"
+        # the page is capped at 100, whatever max asked for
+        qid = ok[0].get("id")
+        results = [el for el in g.got if el.find(NS_MAM + "result") is not None and
+                   el.find(NS_MAM + "result").get("queryid") == qid]
+        assert len(results) == 100, len(results)
+        assert ok[0].find(NS_MAM + "fin").get("complete") != "true"
+        # one after another: ten in a row (paging), then one a second
+        for i in range(40):
+            r = await iq(g, room, f"<query xmlns='urn:xmpp:mam:2' queryid='seq{i}'>"
+                                  "<set xmlns='http://jabber.org/protocol/rsm'><max>1</max></set></query>")
+            if r.get("type") == "error":
+                break
+        assert r.get("type") == "error" and error_cond(r) == "policy-violation", text(r)
+        assert r.find("{jabber:client}error").get("type") == "wait"
+        assert i >= 9, i  # the first (burst) query and at least nine more went through
+        await bye(g)
+
+    run(go())
+
+
+def test_retraction_of_an_old_message_is_checked(server):
+    """A message no longer in the room's memory: the archive says who may retract it."""
+    room, slug = channel(server)
+    cid = sql(server, "SELECT id FROM channels WHERE slug = ?", slug)[0][0]
+
+    async def go():
+        a = await account(server, "alice")
+        p = await join(a, room, "alice")
+        alice_oid = occupant_id(p)
+        b = await account(server, "bob")
+        await join(b, room, "bob")
+        for sid, oid, jid, body in ((f"{slug}-a", alice_oid, "alice@localhost", "alice long ago"),
+                                    (f"{slug}-b", "someone-else", "carol@localhost", "carol long ago")):
+            sql(server, "INSERT INTO chat_messages (channel_id, stanza_id, ts_ms, nick, occupant_id,"
+                        " from_jid, body, stanza) VALUES (?, ?, 1000, 'x', ?, ?, ?, ?)", cid, sid, oid, jid, body,
+                f"<message xmlns='jabber:client' type='groupchat' from='{room}/x'><body>{body}</body>"
+                f"<stanza-id xmlns='urn:xmpp:sid:0' id='{sid}' by='{room}'/></message>")
+        # someone else's: refused, and nobody hears of it
+        say(a, room, "/me retracted", f"<retract xmlns='urn:xmpp:message-retract:1' id='{slug}-b'/>")
+        e = await wait(a, is_("message", room, "error"))
+        assert error_cond(e) == "forbidden", text(e)
+        # no such message
+        say(a, room, "/me retracted", f"<retract xmlns='urn:xmpp:message-retract:1' id='{slug}-none'/>")
+        e = await wait(a, is_("message", room, "error"))
+        assert error_cond(e) == "item-not-found", text(e)
+        assert await quiet(b, lambda el: el.find("{urn:xmpp:message-retract:1}retract") is not None)
+        # her own: announced, and the archive keeps a tombstone
+        say(a, room, "/me retracted", f"<retract xmlns='urn:xmpp:message-retract:1' id='{slug}-a'/>")
+        r = await wait(b, lambda el: el.find("{urn:xmpp:message-retract:1}retract") is not None)
+        assert r.find("{urn:xmpp:message-retract:1}retract").get("id") == f"{slug}-a"
+        await asyncio.sleep(0.7)
+        rows = sql(server, "SELECT stanza_id, retracted_at IS NOT NULL, body FROM chat_messages"
+                           " WHERE channel_id = ? AND stanza_id LIKE ? ORDER BY stanza_id", cid, f"{slug}-%")
+        assert rows == [(f"{slug}-a", 1, None), (f"{slug}-b", 0, "carol long ago")], rows
+        # a forged moderation on a message is not relayed
+        say(b, room, "look", "<apply-to xmlns='urn:xmpp:fasten:0' id='x'><moderated xmlns='urn:xmpp:message-moderate:0'"
+                             f" by='{room}/alice'><retract xmlns='urn:xmpp:message-retract:0'/></moderated></apply-to>")
+        m = await wait(a, body_is("look"))
+        assert m.find("{urn:xmpp:fasten:0}apply-to") is None, text(m)
+        await bye(a, b)
 
     run(go())

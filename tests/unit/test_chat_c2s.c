@@ -35,7 +35,8 @@ static char tmpdir[] = "/tmp/hearth-c2s-XXXXXX";
 static uv_loop_t loop;
 static int auth_calls;
 
-static int fake_auth(void *ud, const char *user, const char *secret, struct xmpp_account *out)
+static int fake_auth(void *ud, const char *user, const char *secret, const char *ip,
+                     struct xmpp_account *out)
 {
     (void)ud;
     __atomic_fetch_add(&auth_calls, 1, __ATOMIC_SEQ_CST);
@@ -53,6 +54,7 @@ static int fake_auth(void *ud, const char *user, const char *secret, struct xmpp
 
 struct fake {
     struct buf out;
+    bool fail_writes; /* -EPIPE, as a WebSocket that is closing */
     int closed;
     int starttls;
     int writes;
@@ -63,6 +65,8 @@ static int fake_write(void *ud, const void *data, size_t len)
 {
     struct fake *f = ud;
     f->writes++;
+    if (f->fail_writes)
+        return -EPIPE;
     return buf_append(&f->out, data, len);
 }
 
@@ -192,6 +196,8 @@ static struct fake *login_tcp(const char *plain, const char *res)
     return f;
 }
 
+static char guest_jid[256]; /* of the last login_guest_ws */
+
 static struct fake *login_guest_ws(void)
 {
     struct fake *f = fake_new(STANZA_FRAMING_WS);
@@ -209,6 +215,9 @@ static struct fake *login_guest_ws(void)
              "xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
     const char *r = take(f);
     assert_non_null(strstr(r, "@guest.localhost/"));
+    const char *j = strstr(r, "<jid>");
+    assert_non_null(j);
+    snprintf(guest_jid, sizeof guest_jid, "%.*s", (int)strcspn(j + 5, "<"), j + 5);
     return f;
 }
 
@@ -410,10 +419,30 @@ static void test_guest_and_messages(void **state)
     assert_non_null(strstr(o, "service-unavailable"));
     assert_non_null(strstr(o, "id='m3'"));
 
-    /* guest -> bob works, guest -> another server does not */
-    frame(g, "<message xmlns='jabber:client' to='bob@localhost' type='chat'><body>from a "
+    /* guests talk in rooms only: guest -> bob is refused, guest -> another
+     * server too */
+    frame(g, "<message xmlns='jabber:client' to='bob@localhost' type='chat' id='gm'><body>from a "
              "guest</body></message>");
-    assert_non_null(strstr(take(b), "from a guest"));
+    assert_null(strstr(take(b), "from a guest"));
+    o = take(g);
+    assert_non_null(strstr(o, "service-unavailable"));
+    assert_non_null(strstr(o, "id='gm'"));
+    frame(g, "<message xmlns='jabber:client' to='bob@localhost/phone' type='chat'><body>from a "
+             "guest</body></message>");
+    assert_null(strstr(take(b), "from a guest"));
+    take(g);
+    frame(g, "<iq xmlns='jabber:client' to='bob@localhost/phone' type='get' id='gi'>"
+             "<query xmlns='jabber:iq:version'/></iq>");
+    assert_null(strstr(take(b), "jabber:iq:version"));
+    assert_non_null(strstr(take(g), "service-unavailable"));
+    /* ... but bob may ask the guest, and the guest may answer */
+    char q[512];
+    snprintf(q, sizeof q, "<iq to='%s' type='get' id='bq'><query xmlns='jabber:iq:version'/></iq>",
+             guest_jid);
+    feed(b, q);
+    assert_non_null(strstr(take(g), "jabber:iq:version"));
+    frame(g, "<iq xmlns='jabber:client' to='bob@localhost/phone' type='result' id='bq'/>");
+    assert_non_null(strstr(take(b), "id='bq'"));
     frame(g, "<message xmlns='jabber:client' to='someone@example.org' type='chat' "
              "id='r1'><body>x</body></message>");
     o = take(g);
@@ -535,6 +564,172 @@ static void dummy_deliver(void *sess, struct xml_node *st)
     xml_node_free(st);
 }
 
+
+/* ---- write failures, rate limit, resources -------------------------------------- */
+
+static int gone_seen;
+static char gone_last[256];
+static void on_gone_record(void *ud, const struct jid *full)
+{
+    (void)ud;
+    gone_seen++;
+    jid_format(full, gone_last, sizeof gone_last);
+}
+
+/* A delivery whose write fails (the MUC broadcasting to a WebSocket that is
+ * closing) must not end the session from inside: the watchers hear of it on
+ * a later loop turn, never during the delivery. */
+static void test_write_failure_is_deferred(void **state)
+{
+    (void)state;
+    assert_int_equal(xmpp_server_on_session_gone(srv, on_gone_record, NULL), 0);
+    gone_seen = 0;
+    struct fake *a = login_tcp(PLAIN_ALICE, "desk");
+    struct fake *b = login_tcp(PLAIN_BOB, "phone");
+    struct jid bj = {0};
+    assert_int_equal(jid_parse(&bj, "bob@localhost/phone"), 0);
+
+    b->fail_writes = true;
+    /* As the MUC does it: straight to the session. */
+    struct xml_node *m = xml_element_new("message", XMPP_NS_CLIENT);
+    xml_attr_set(m, "from", "room@chat.localhost/x");
+    xml_attr_set(m, "to", "bob@localhost/phone");
+    xml_element_add_text_child(m, "body", NULL, "one");
+    assert_int_equal(xmpp_server_deliver_local(srv, &bj, m), 0);
+    assert_int_equal(gone_seen, 0);
+    assert_non_null(xmpp_server_peer(srv, &bj));
+    assert_int_equal(b->closed, 0);
+    /* Through the router too; later deliveries are dropped without writing. */
+    int writes = b->writes;
+    feed(a, "<message to='bob@localhost/phone' type='chat'><body>two</body></message>");
+    assert_int_equal(b->writes, writes);
+    assert_int_equal(gone_seen, 0);
+
+    /* The next loop turn ends it: unregistered, watchers told, closed. */
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(gone_seen, 1);
+    assert_string_equal(gone_last, "bob@localhost/phone");
+    assert_null(xmpp_server_peer(srv, &bj));
+    assert_int_equal(b->closed, 1);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(gone_seen, 1);
+
+    /* A session freed before its turn comes is simply gone. */
+    struct fake *c = login_tcp(PLAIN_BOB, "tablet");
+    c->fail_writes = true;
+    feed(a, "<message to='bob@localhost/tablet' type='chat'><body>three</body></message>");
+    fake_free(c);
+    assert_int_equal(gone_seen, 2);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(gone_seen, 2);
+
+    assert_int_equal(xmpp_server_off_session_gone(srv, on_gone_record, NULL), 0);
+    assert_int_equal(xmpp_server_off_session_gone(srv, on_gone_record, NULL), -ENOENT);
+    jid_free(&bj);
+    fake_free(a);
+    fake_free(b);
+}
+
+/* Removal while a stanza is routed: the watchers are told later. */
+static void remove_on_deliver(void *sess, struct xml_node *st)
+{
+    (void)sess;
+    xml_node_free(st);
+    struct jid j = {0};
+    jid_parse(&j, "dave@localhost/x");
+    xmpp_server_session_remove(srv, &j);
+    assert_int_equal(gone_seen, 0);
+    jid_free(&j);
+}
+
+static void test_gone_deferred_inside_routing(void **state)
+{
+    (void)state;
+    static const struct xmpp_session_ops ops = {.deliver = remove_on_deliver};
+    assert_int_equal(xmpp_server_on_session_gone(srv, on_gone_record, NULL), 0);
+    gone_seen = 0;
+    struct jid j = {0};
+    assert_int_equal(jid_parse(&j, "dave@localhost/x"), 0);
+    assert_int_equal(xmpp_server_session_add(srv, &j, &ops, NULL, NULL), 0);
+    struct xml_node *m = xml_element_new("message", XMPP_NS_CLIENT);
+    xml_attr_set(m, "from", "alice@localhost/desk");
+    xml_attr_set(m, "to", "dave@localhost/x");
+    xmpp_route(srv, m);
+    assert_int_equal(gone_seen, 0);
+    assert_null(xmpp_server_peer(srv, &j));
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(gone_seen, 1);
+    /* Outside routing, at once. */
+    assert_int_equal(xmpp_server_session_add(srv, &j, &ops, NULL, NULL), 0);
+    xmpp_server_session_remove(srv, &j);
+    assert_int_equal(gone_seen, 2);
+    assert_int_equal(xmpp_server_off_session_gone(srv, on_gone_record, NULL), 0);
+    jid_free(&j);
+}
+
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+static void test_stanza_rate_limit(void **state)
+{
+    (void)state;
+    struct fake *a = login_tcp(PLAIN_ALICE, "desk");
+    /* The loop does not run: no time passes, no token comes back. */
+    char buf[64];
+    for (int i = 0; i < 50; i++) {
+        snprintf(buf, sizeof buf, "<iq type='get' id='p%d'><ping xmlns='urn:xmpp:ping'/></iq>", i);
+        feed(a, buf);
+    }
+    const char *o = take(a);
+    assert_int_equal(count(o, "type='result'"), 50);
+    assert_int_equal(count(o, "policy-violation"), 0);
+    for (int i = 0; i < 50; i++) {
+        snprintf(buf, sizeof buf, "<iq type='get' id='q%d'><ping xmlns='urn:xmpp:ping'/></iq>", i);
+        feed(a, buf);
+    }
+    o = take(a);
+    assert_int_equal(count(o, "type='result'"), 0);
+    assert_int_equal(count(o, "<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"), 50);
+    assert_int_equal(a->closed, 0);
+    feed(a, "<iq type='get' id='last'><ping xmlns='urn:xmpp:ping'/></iq>");
+    o = take(a);
+    assert_non_null(strstr(o, "<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"));
+    assert_int_equal(a->closed, 1);
+    fake_free(a);
+}
+
+static void nop_deliver(void *sess, struct xml_node *st)
+{
+    (void)sess;
+    xml_node_free(st);
+}
+
+static void test_resources_bounded(void **state)
+{
+    (void)state;
+    static const struct xmpp_session_ops ops = {.deliver = nop_deliver};
+    char text[64];
+    struct jid j = {0};
+    for (int i = 0; i <= XMPP_RESOURCES_MAX; i++) {
+        snprintf(text, sizeof text, "erin@localhost/r%d", i);
+        assert_int_equal(jid_parse(&j, text), 0);
+        assert_int_equal(xmpp_server_session_add(srv, &j, &ops, NULL, NULL),
+                         i < XMPP_RESOURCES_MAX ? 0 : -EDQUOT);
+        jid_free(&j);
+    }
+    for (int i = 0; i < XMPP_RESOURCES_MAX; i++) {
+        snprintf(text, sizeof text, "erin@localhost/r%d", i);
+        assert_int_equal(jid_parse(&j, text), 0);
+        xmpp_server_session_remove(srv, &j);
+        jid_free(&j);
+    }
+}
+
 static int gone_count;
 static void on_gone(void *ud, const struct jid *full)
 {
@@ -631,6 +826,10 @@ int main(void)
         cmocka_unit_test(test_conflict_replaces),
         cmocka_unit_test(test_before_bind_and_limits),
         cmocka_unit_test(test_bad_xml),
+        cmocka_unit_test(test_write_failure_is_deferred),
+        cmocka_unit_test(test_gone_deferred_inside_routing),
+        cmocka_unit_test(test_stanza_rate_limit),
+        cmocka_unit_test(test_resources_bounded),
         cmocka_unit_test(test_table_10000),
         cmocka_unit_test(test_post),
     };

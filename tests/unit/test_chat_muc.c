@@ -41,6 +41,12 @@ struct fake {
     char last_ban_ip[64], last_ban_jid[128], last_retract_author[64], last_retract_sid[64];
     int64_t last_ban_user;
     size_t count;
+    /* re-entrancy: the first send to gone_jid calls muc_room_gone on
+     * gone_room from inside env->send, as a dead stream does */
+    struct muc_room *gone_room;
+    char gone_jid[128];
+    int verifies, verify_rc;
+    char verify_sid[64], verify_oid[64], verify_bare[128];
 };
 
 static struct fake F;
@@ -55,6 +61,25 @@ static void fake_send(void *ud, const struct xml_node *st, const char *to)
     assert_true(f->nsent < MAXSENT);
     f->to[f->nsent] = strdup(to);
     f->xml[f->nsent++] = b.data;
+    if (f->gone_room && strcmp(to, f->gone_jid) == 0) {
+        struct muc_room *r = f->gone_room;
+        struct jid j;
+        f->gone_room = NULL;
+        assert_int_equal(jid_parse(&j, to), 0);
+        muc_room_gone(r, &j);
+        jid_free(&j);
+    }
+}
+
+static int fake_verify(void *ud, const struct xml_node *st, const struct jid *from,
+                       const struct jid *to, const char *sid, const char *oid, const char *bare)
+{
+    struct fake *f = ud;
+    f->verifies++;
+    snprintf(f->verify_sid, sizeof f->verify_sid, "%s", sid);
+    snprintf(f->verify_oid, sizeof f->verify_oid, "%s", oid);
+    snprintf(f->verify_bare, sizeof f->verify_bare, "%s", bare);
+    return f->verify_rc;
 }
 
 static int64_t fake_now(void *ud) { return ((struct fake *)ud)->now; }
@@ -109,6 +134,7 @@ static struct muc_env ENV = {
     .ban_add = fake_ban_add,
     .ban_remove = fake_ban_remove,
     .count = fake_count,
+    .verify_retract = fake_verify,
 };
 
 static void clear(void)
@@ -747,6 +773,12 @@ static void test_iqs(void **state)
     assert_int_equal(count_to("owner@example.org/o", "type='result'", "muc#roomconfig_roomname", "The Room", NULL), 1);
     feed(r, &W_ALICE, 0, "<iq type='get' id='c2' from='alice@example.org/a' to='room@chat.example.org'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>");
     assert_int_equal(count_to("alice@example.org/a", "<forbidden", NULL), 1);
+    /* XEP-0045 10.2: owners only; an admin (the channel's moderator) may not */
+    join_as(r, &W_MOD, "mod@example.org/m", "Mod");
+    clear();
+    feed(r, &W_MOD, 0, "<iq type='get' id='c4' from='mod@example.org/m' to='room@chat.example.org'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>");
+    assert_int_equal(count_to("mod@example.org/m", "id='c4'", "<forbidden", NULL), 1);
+    assert_int_equal(count_to("mod@example.org/m", "muc#roomconfig", NULL), 0);
     feed(r, &W_OWNER, 0, "<iq type='set' id='c3' from='owner@example.org/o' to='room@chat.example.org'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>");
     assert_int_equal(count_to("owner@example.org/o", "<not-allowed", NULL), 1);
     /* subject: moderators only */
@@ -928,6 +960,276 @@ static size_t page(struct db *db, struct mam_query *q, const char *want_first, b
     return n;
 }
 
+/*
+ * A delivery that finds its stream dead calls the session-gone watcher at
+ * once, inside the room's own loops: the room must keep going with what it
+ * holds and remove the goner afterwards (333), in a broadcast, while the
+ * occupant list goes to a joiner (which must not stay as a ghost), and
+ * while its history goes out. Under ASan a use-after-free shows here.
+ */
+static void test_reentrant_gone(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_MOD, "mod@example.org/m", "Mod");
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    join_as(r, &W_REMOTE, "carol@remote.example/c", "Carol");
+    join_as(r, &W_GUEST, "g@guest.example.org/x", "G");
+    assert_int_equal(muc_room_count(r), 4);
+
+    /* during a broadcast: Carol's stream dies when her copy is sent */
+    clear();
+    F.gone_room = r;
+    snprintf(F.gone_jid, sizeof F.gone_jid, "carol@remote.example/c");
+    feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'><body>hi</body></message>");
+    assert_null(F.gone_room); /* it fired */
+    assert_int_equal(muc_room_count(r), 3);
+    assert_int_equal(F.count, 3);
+    /* everyone else still got the message, then Carol's 333 */
+    assert_int_equal(count_to("mod@example.org/m", "<body>hi</body>", NULL), 1);
+    assert_int_equal(count_to("g@guest.example.org/x", "<body>hi</body>", NULL), 1);
+    assert_int_equal(count_to("alice@example.org/a", "<body>hi</body>", NULL), 1);
+    assert_int_equal(count_to("mod@example.org/m", "room@chat.example.org/Carol", "type='unavailable'",
+                              "code='333'", NULL), 1);
+    struct jid cj;
+    jid_parse(&cj, "carol@remote.example/c");
+    assert_false(muc_room_is_occupant(r, &cj));
+    jid_free(&cj);
+
+    /* during a join: the joiner's stream dies on the first occupant presence */
+    clear();
+    F.gone_room = r;
+    snprintf(F.gone_jid, sizeof F.gone_jid, "dave@example.org/d");
+    struct muc_who dave = {.user_id = 12, .account = "dave"};
+    feed(r, &dave, 0, "<presence from='dave@example.org/d' to='room@chat.example.org/Dave'>"
+                      "<x xmlns='http://jabber.org/protocol/muc'/></presence>");
+    assert_null(F.gone_room);
+    struct jid dj;
+    jid_parse(&dj, "dave@example.org/d");
+    assert_false(muc_room_is_occupant(r, &dj)); /* no ghost */
+    assert_int_equal(muc_room_count(r), 3);
+    assert_int_equal(F.count, 3);
+    /* Dave got one stanza (the one that failed) and nothing after */
+    assert_int_equal(count_to("dave@example.org/d", "", NULL), 1);
+    assert_int_equal(count_to("mod@example.org/m", "room@chat.example.org/Dave", "code='333'", NULL), 1);
+    /* the nick is free again */
+    clear();
+    feed(r, &dave, 0, "<presence from='dave@example.org/d' to='room@chat.example.org/Dave'/>");
+    assert_true(muc_room_is_occupant(r, &dj));
+    jid_free(&dj);
+
+    /* during the join history: gone on the second history message */
+    feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'><body>two</body></message>");
+    clear();
+    F.gone_room = r;
+    snprintf(F.gone_jid, sizeof F.gone_jid, "e@guest.example.org/e");
+    feed(r, &W_GUEST, 0, "<presence from='e@guest.example.org/e' to='room@chat.example.org/E'/>");
+    assert_int_equal(count_to("e@guest.example.org/e", "", NULL), 1);
+    assert_int_equal(muc_room_count(r), 4);
+
+    /* gone outside any call: at once, and twice is harmless */
+    clear();
+    jid_parse(&dj, "dave@example.org/d");
+    muc_room_gone(r, &dj);
+    muc_room_gone(r, &dj);
+    jid_free(&dj);
+    assert_int_equal(muc_room_count(r), 3);
+    assert_int_equal(count_to("mod@example.org/m", "room@chat.example.org/Dave", "code='333'", NULL), 1);
+    assert_false(muc_room_busy(r));
+    muc_room_free(r);
+    clear();
+}
+
+/* A message error from an occupant (a bounce): gone, 333; and whole domains. */
+static void test_bounces_and_dead_servers(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_MOD, "mod@example.org/m", "Mod");
+    join_as(r, &W_REMOTE, "carol@remote.example/c", "Carol");
+    join_as(r, &W_REMOTE, "dan@remote.example/d", "Dan");
+    join_as(r, &W_REMOTE, "erin@other.example/e", "Erin");
+    clear();
+    /* an error that does not say it is gone: stays */
+    feed(r, &W_REMOTE, 0, "<message type='error' from='erin@other.example/e' to='room@chat.example.org'>"
+                          "<error type='modify'><not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>");
+    assert_int_equal(muc_room_count(r), 4);
+    /* its server is not found: out with 333 */
+    feed(r, &W_REMOTE, 0, "<message type='error' from='erin@other.example/e' to='room@chat.example.org'>"
+                          "<error type='cancel'><remote-server-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>");
+    assert_int_equal(muc_room_count(r), 3);
+    assert_int_equal(count_to("mod@example.org/m", "room@chat.example.org/Erin", "type='unavailable'", "code='333'", NULL), 1);
+    /* a private message that bounced says the same */
+    feed(r, &W_REMOTE, 0, "<message type='error' from='dan@remote.example/d' to='room@chat.example.org/Mod'>"
+                          "<error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>");
+    assert_int_equal(muc_room_count(r), 2);
+    /* a server whose stream ended: everyone from it */
+    join_as(r, &W_REMOTE, "dan@remote.example/d", "Dan");
+    clear();
+    muc_room_domain_gone(r, "remote.example");
+    assert_int_equal(muc_room_count(r), 1);
+    assert_int_equal(count_to("mod@example.org/m", "code='333'", NULL), 2);
+    muc_room_domain_gone(r, "example.org"); /* not the mod's: she is mod@example.org */
+    assert_int_equal(muc_room_count(r), 0);
+    muc_room_free(r);
+    clear();
+}
+
+static struct muc_policy *protected_policy(void)
+{
+    struct muc_policy *p = policy();
+    p->members_only = true;
+    p->invited = calloc(1, sizeof *p->invited);
+    p->invited[0] = 3; /* alice */
+    p->ninvited = 1;
+    return p;
+}
+
+/* A protected channel: members-only (XEP-0045 7.2.7). */
+static void test_members_only(void **state)
+{
+    reset_fake();
+    struct muc_room *r = muc_room_new(&ENV, protected_policy());
+    /* guests, federated users and accounts not invited: registration-required, auth */
+    join_as(r, &W_GUEST, "g@guest.example.org/x", "G");
+    assert_int_equal(count_to("g@guest.example.org/x", "type='error'", "type='auth'", "<registration-required", NULL), 1);
+    join_as(r, &W_REMOTE, "carol@remote.example/c", "Carol");
+    assert_int_equal(count_to("carol@remote.example/c", "<registration-required", NULL), 1);
+    struct muc_who bob = {.user_id = 9, .account = "bob"};
+    join_as(r, &bob, "bob@example.org/b", "bob");
+    assert_int_equal(count_to("bob@example.org/b", "<registration-required", NULL), 1);
+    assert_int_equal(muc_room_count(r), 0);
+    /* invited, owner, channel moderator, site admin: in */
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    join_as(r, &W_OWNER, "owner@example.org/o", "Owner");
+    join_as(r, &W_MOD, "mod@example.org/m", "Mod");
+    struct muc_who boss = {.user_id = 20, .account = "boss", .site_admin = true};
+    join_as(r, &boss, "boss@example.org/b", "Boss");
+    assert_int_equal(muc_room_count(r), 4);
+    /* the archive, likewise */
+    struct jid j;
+    jid_parse(&j, "g@guest.example.org/x");
+    assert_int_equal(muc_room_read_access(r, &j, &W_GUEST), STANZA_COND_REGISTRATION_REQUIRED);
+    assert_false(muc_room_may_read(r, &j, &W_GUEST));
+    jid_free(&j);
+    jid_parse(&j, "bob@example.org/b");
+    assert_int_equal(muc_room_read_access(r, &j, &bob), STANZA_COND_REGISTRATION_REQUIRED);
+    jid_free(&j);
+    jid_parse(&j, "alice@example.org/a");
+    assert_int_equal(muc_room_read_access(r, &j, &W_ALICE), 0);
+    jid_free(&j);
+    /* disco#info: members-only and hidden; outsiders do not get the title */
+    clear();
+    feed(r, &W_GUEST, 0, "<iq type='get' id='d1' from='g@guest.example.org/x' to='room@chat.example.org'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    const char *d = last_to("g@guest.example.org/x");
+    assert_non_null(strstr(d, "muc_membersonly"));
+    assert_non_null(strstr(d, "muc_hidden"));
+    assert_null(strstr(d, "muc_open"));
+    assert_null(strstr(d, "muc_public"));
+    assert_null(strstr(d, "The Room"));
+    assert_null(strstr(d, "muc#roominfo"));
+    feed(r, &W_ALICE, 0, "<iq type='get' id='d2' from='alice@example.org/a' to='room@chat.example.org'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    assert_int_equal(count_to("alice@example.org/a", "muc_membersonly", "The Room", "muc#roominfo", NULL), 1);
+    /* the invitation withdrawn (the page reloads the policy): Alice out with 321 */
+    clear();
+    struct muc_policy *np = protected_policy();
+    np->ninvited = 0;
+    muc_room_set_policy(r, np);
+    assert_int_equal(muc_room_count(r), 3);
+    assert_int_equal(count_to("alice@example.org/a", "type='unavailable'", "code='321'", "code='110'", NULL), 1);
+    assert_int_equal(count_to("owner@example.org/o", "room@chat.example.org/Alice", "code='321'", NULL), 1);
+    /* the channel made public again: anyone */
+    muc_room_set_policy(r, policy());
+    join_as(r, &W_GUEST, "g@guest.example.org/x", "G");
+    assert_int_equal(muc_room_count(r), 4);
+    muc_room_free(r);
+    clear();
+}
+
+/* Retractions of messages no longer in memory; what an occupant may not claim. */
+static void test_retraction_checked_and_forged_elements(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_MOD, "mod@example.org/m", "Mod");
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    /* the service cannot check: refused */
+    clear();
+    F.verify_rc = -ENOMEM;
+    const char *retr = "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'>"
+                       "<retract xmlns='urn:xmpp:message-retract:1' id='old-one'/><body>retracted</body></message>";
+    feed(r, &W_ALICE, 0, "%s", retr);
+    assert_int_equal(F.verifies, 1);
+    assert_int_equal(count_to("alice@example.org/a", "type='error'", "<forbidden", NULL), 1);
+    assert_int_equal(count_to("mod@example.org/m", "urn:xmpp:message-retract:1", NULL), 0);
+    /* the service checks: nothing goes out until it answers */
+    clear();
+    F.verify_rc = 0;
+    feed(r, &W_ALICE, 0, "%s", retr);
+    assert_int_equal(F.verifies, 2);
+    assert_string_equal(F.verify_sid, "old-one");
+    assert_string_equal(F.verify_bare, "alice@example.org");
+    assert_true(F.verify_oid[0] != '\0');
+    assert_int_equal(F.nsent, 0);
+    /* not hers */
+    struct xml_node *st = parse(retr);
+    struct jid from, to;
+    stanza_jid(st, "from", &from);
+    stanza_jid(st, "to", &to);
+    muc_room_retract_checked(r, st, &from, &to, false, true);
+    assert_int_equal(count_to("alice@example.org/a", "<forbidden", NULL), 1);
+    assert_int_equal(F.retracts, 0);
+    /* no such message */
+    clear();
+    muc_room_retract_checked(r, st, &from, &to, false, false);
+    assert_int_equal(count_to("alice@example.org/a", "<item-not-found", NULL), 1);
+    /* hers: broadcast and tombstoned in the archive */
+    clear();
+    muc_room_retract_checked(r, st, &from, &to, true, true);
+    assert_int_equal(count_to("mod@example.org/m", "urn:xmpp:message-retract:1", "old-one", NULL), 1);
+    assert_int_equal(F.retracts, 1);
+    assert_int_equal(F.verifies, 2); /* not asked again */
+    jid_free(&from), jid_free(&to);
+    xml_node_free(st);
+
+    /* forged moderation and ids are stripped from an occupant's message */
+    clear();
+    F.now += 60000;
+    feed(r, &W_ALICE, 0, "<message type='groupchat' from='alice@example.org/a' to='room@chat.example.org'><body>look</body>"
+                         "<apply-to xmlns='urn:xmpp:fasten:0' id='x1'><moderated xmlns='urn:xmpp:message-moderate:0' by='room@chat.example.org/Mod'>"
+                         "<retract xmlns='urn:xmpp:message-retract:0'/></moderated></apply-to>"
+                         "<apply-to xmlns='urn:xmpp:fasten:0' id='x2'><retract xmlns='urn:xmpp:message-retract:0'/></apply-to>"
+                         "<moderated xmlns='urn:xmpp:message-moderate:1' by='room@chat.example.org/Mod'/>"
+                         "<reply xmlns='urn:xmpp:reply:0' id='r1'><stanza-id xmlns='urn:xmpp:sid:0' id='fake' by='room@chat.example.org'/>"
+                         "<occupant-id xmlns='urn:xmpp:occupant-id:0' id='fakeoid'/></reply>"
+                         "<occupant-id xmlns='urn:xmpp:occupant-id:0' id='fake-top'/></message>");
+    const char *m = last_to("mod@example.org/m");
+    assert_non_null(strstr(m, "<body>look</body>"));
+    assert_null(strstr(m, "urn:xmpp:fasten:0"));
+    assert_null(strstr(m, "moderated"));
+    assert_null(strstr(m, "fake"));
+    assert_non_null(strstr(m, "urn:xmpp:reply:0")); /* the reply itself stays */
+    assert_non_null(strstr(m, "urn:xmpp:occupant-id:0")); /* the room's own */
+    muc_room_free(r);
+    clear();
+}
+
+/* iqs share the occupant's budget; pings do not. */
+static void test_iq_rate(void **state)
+{
+    struct muc_room *r = room_new();
+    join_as(r, &W_ALICE, "alice@example.org/a", "Alice");
+    clear();
+    for (int i = 0; i < 4; i++)
+        feed(r, &W_ALICE, 0, "<iq type='get' id='i%d' from='alice@example.org/a' to='room@chat.example.org'>"
+                             "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>", i);
+    assert_int_equal(count_to("alice@example.org/a", "type='result'", NULL), 3); /* burst 3 */
+    assert_int_equal(count_to("alice@example.org/a", "id='i3'", "<policy-violation", "type='wait'", NULL), 1);
+    for (int i = 0; i < 5; i++)
+        feed(r, &W_ALICE, 0, "<iq type='get' id='p%d' from='alice@example.org/a' to='room@chat.example.org/Alice'>"
+                             "<ping xmlns='urn:xmpp:ping'/></iq>", i);
+    assert_int_equal(count_to("alice@example.org/a", "type='result'", "id='p", NULL), 5);
+    muc_room_free(r);
+    clear();
+}
+
 static void test_store_and_mam(void **state)
 {
     char dir[PATH_MAX], url[PATH_MAX + 32], err[512];
@@ -1020,7 +1322,28 @@ static void test_store_and_mam(void **state)
     assert_int_equal(muc_store_load(db, "off", 0, 3, 0, &l), -ENOENT); /* chat off */
     assert_int_equal(muc_store_load(db, "nope", 0, 3, 0, &l), -ENOENT);
     assert_int_equal(muc_store_load(db, NULL, 7, 0, 0, &l), 0); /* by id */
+    assert_false(l.policy->members_only);
+    assert_int_equal(l.policy->ninvited, 0);
     muc_loaded_clear(&l);
+    /* a protected channel: members-only, with its invitations */
+    exec_ok(db, "UPDATE channels SET protected = 1 WHERE id = 7");
+    exec_ok(db, "INSERT INTO channel_invites (channel_id, user_id, created_at) VALUES (7, 4, 0)");
+    assert_int_equal(muc_store_load(db, NULL, 7, 0, 0, &l), 0);
+    assert_true(l.policy->members_only);
+    assert_int_equal(l.policy->ninvited, 1);
+    assert_int_equal(l.policy->invited[0], 4);
+    muc_loaded_clear(&l);
+    exec_ok(db, "UPDATE channels SET protected = 0 WHERE id = 7");
+
+    /* who wrote an archived message (retractions of old messages) */
+    bool author;
+    assert_int_equal(muc_store_message_author(db, 7, "s1", "ob", NULL, &author), 0);
+    assert_true(author);
+    assert_int_equal(muc_store_message_author(db, 7, "s1", "oa", "nobody@example.org", &author), 0);
+    assert_false(author);
+    assert_int_equal(muc_store_message_author(db, 7, "s0", "oa", NULL, &author), -ENOENT); /* retracted */
+    assert_int_equal(muc_store_message_author(db, 8, "s1", "ob", NULL, &author), -ENOENT); /* other room */
+    assert_int_equal(muc_store_message_author(db, 7, "nope", "ob", NULL, &author), -ENOENT);
 
     /* MAM: the tombstone keeps ids, loses the body; bob's message is intact */
     struct mam_query q = {.channel_id = 7, .start_ms = -1, .end_ms = -1, .max = 100};
@@ -1114,6 +1437,11 @@ int main(void)
         cmocka_unit_test(test_large_room_presence),
         cmocka_unit_test(test_presence_payload_and_floods),
         cmocka_unit_test(test_multi_session_nick),
+        cmocka_unit_test(test_reentrant_gone),
+        cmocka_unit_test(test_bounces_and_dead_servers),
+        cmocka_unit_test(test_members_only),
+        cmocka_unit_test(test_retraction_checked_and_forged_elements),
+        cmocka_unit_test(test_iq_rate),
         cmocka_unit_test(test_store_and_mam),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

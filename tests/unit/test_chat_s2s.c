@@ -1,7 +1,9 @@
 /*
  * Federation pieces that need no network: the XEP-0185 dialback key (the
  * XEP's example inputs, computed as its reference script does; what binds
- * a key to its domains and stream) and the xmpp.s2s_routes table.
+ * a key to its domains and stream), the xmpp.s2s_routes table, and the
+ * DNS lookups' accounting (s2s_dns_pending, which bounds how many run at
+ * once: a cancelled lookup still counts until it is done).
  * The streams themselves are exercised against Prosody in
  * tests/e2e/test_federation.py.
  */
@@ -13,6 +15,11 @@
 #include <cmocka.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <uv.h>
 
 #include "chat/s2s.h"
 
@@ -106,6 +113,64 @@ static void test_routes_refused(void **state)
     }
 }
 
+struct got {
+    int calls;
+    int status;
+    size_t n;
+    int port;
+};
+
+static void on_found(void *ud, int status, const struct s2s_addr *addrs, size_t n)
+{
+    struct got *g = ud;
+    g->calls++;
+    g->status = status;
+    g->n = n;
+    if (n && addrs[0].sa.ss_family == AF_INET)
+        g->port = ntohs(((const struct sockaddr_in *)&addrs[0].sa)->sin_port);
+}
+
+static void on_dns_closed(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+static void test_dns_pending(void **state)
+{
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct s2s_dns *d = s2s_dns_new(&loop);
+    assert_non_null(d);
+    assert_int_equal(s2s_dns_pending(d), 0);
+
+    /* A static route's literal address: no DNS, but the answer still comes
+     * from the loop, and the lookup counts until then. */
+    struct got a = {0}, b = {0};
+    struct s2s_dns_query *qa = s2s_dns_lookup(d, "a.example", "127.0.0.1", 5299, on_found, &a);
+    struct s2s_dns_query *qb = s2s_dns_lookup(d, "b.example", "127.0.0.1", 5300, on_found, &b);
+    assert_non_null(qa);
+    assert_non_null(qb);
+    assert_int_equal(a.calls, 0);
+    assert_int_equal(s2s_dns_pending(d), 2);
+    s2s_dns_cancel(qb);
+    assert_int_equal(s2s_dns_pending(d), 2); /* cancelled, not done */
+    for (int i = 0; i < 100 && s2s_dns_pending(d); i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(s2s_dns_pending(d), 0);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(a.status, 0);
+    assert_int_equal(a.n, 1);
+    assert_int_equal(a.port, 5299);
+    assert_int_equal(b.calls, 0); /* cancelled: never called */
+
+    int closed = 0;
+    s2s_dns_close(d, on_dns_closed, &closed);
+    for (int i = 0; i < 100 && !closed; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(closed, 1);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -113,6 +178,7 @@ int main(void)
         cmocka_unit_test(test_dialback_key_binds),
         cmocka_unit_test(test_routes_parse),
         cmocka_unit_test(test_routes_refused),
+        cmocka_unit_test(test_dns_pending),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
