@@ -780,6 +780,8 @@ static void run_create(struct job *j, struct db *db)
     http_response_headerf(&j->sh, "Location", "/api/v1/channels/%s", c->c.slug);
     http_response_header(&j->sh, "Cache-Control", "no-store");
     j->add_live = true;
+    /* a name probed before it existed is remembered as unknown for a while */
+    chat_room_changed(j->api->app, c->c.id, NULL);
     free(c);
 out:
     json_decref(b);
@@ -1125,6 +1127,7 @@ static void run_invites(struct job *j, struct db *db)
             goto out;
         }
         reply(j, 201, json_pack("{s:s, s:I}", "user", u.name, "invited_at", (json_int_t)util_now_unix()));
+        chat_room_changed(j->api->app, c->c.id, NULL); /* a protected room admits them */
         goto out;
     }
     /* DELETE /invites/:user */
@@ -1138,6 +1141,7 @@ static void run_invites(struct job *j, struct db *db)
     note_channel(j, c);
     j->info_changed = false;
     http_response_status(&j->sh, 204);
+    chat_room_changed(j->api->app, c->c.id, NULL); /* a withdrawn invitee leaves (321) */
 out:
     json_decref(b);
     free(c);

@@ -42,7 +42,6 @@
 #include "chat/muc_room.h"
 #include "chat/stanza.h"
 #include "chat/xmpp.h"
-#include "chat/xmpp_internal.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"

@@ -25,8 +25,13 @@
  *
  * Bounds: a nick is at most 64 characters; of a presence only show, status,
  * priority, caps, avatar hash and idle are kept and relayed (512 bytes
- * each); a message carries at most 8 KB besides its body; presence changes
- * and nick changes share the occupant's message rate limit.
+ * each); a message carries at most 8 KB besides its body; presence changes,
+ * nick changes and iqs (but pings) share the occupant's message rate limit.
+ * What an occupant may not claim in a message is stripped: the older
+ * fasten/moderate:0 forms, <moderated/>, nested ids naming the room.
+ *
+ * Re-entrancy: env->send may call muc_room_gone on the same room (a dead
+ * stream noticed during a broadcast); see muc_room_gone.
  */
 #ifndef HEARTH_CHAT_MUC_ROOM_H
 #define HEARTH_CHAT_MUC_ROOM_H

@@ -758,8 +758,17 @@ def test_channel_turned_protected_removes_outsiders(server):
     run(go())
 
 
-def test_unknown_rooms_are_bounded(server):
+def test_unknown_rooms_are_bounded(bin_path, tmp_path):
     """Random room names cost a database load each: at most 64 at once, then a minute's memory."""
+    # a server without the per-session stanza rate limit, so one client can
+    # put 300 joins in one write (the loads are then all asked for at once)
+    tree = make_static_tree(tmp_path)
+    server = Server(bin_path, tmp_path / "srv", static_dir=tree.static_dir,
+                    env={"HEARTH_XMPP_FEDERATION": "false", "HEARTH_XMPP_DOMAIN": DOMAIN,
+                         "HEARTH_XMPP_MESSAGE_INTERVAL": "0"})
+    server.start()
+    cli(server, "user", "add", "alice", "--password-stdin", input=PASSWORD + "\n")
+
     async def go():
         g = await guest(server)
         n = 300
@@ -788,7 +797,11 @@ def test_unknown_rooms_are_bounded(server):
         assert error_cond(p) == "item-not-found", text(p)
         await bye(g)
 
-    run(go())
+    try:
+        run(go())
+        assert server.alive(), server.log_tail()
+    finally:
+        server.stop()
 
 
 def test_archive_queries_are_bounded(server):

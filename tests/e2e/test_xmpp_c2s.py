@@ -351,3 +351,73 @@ def test_stanza_over_256k_after_auth_is_refused(server):
 
     assert run(go())
     assert server.wait_for_log(r"xmpp c2s .*huge: stream error policy-violation: .*over 262144")
+
+
+def test_guests_cannot_message_accounts(server):
+    # Guests talk in rooms; a message to an account (bare or full JID) is
+    # refused with service-unavailable and never delivered.
+    async def go():
+        a = await login(server, f"alice@{DOMAIN}/inbox", PASSWORD)
+        b = await login(server, f"bob@{DOMAIN}/marker", PASSWORD)
+        g = await login(server, GUEST, mech="ANONYMOUS")
+        g.send_message(mto=f"alice@{DOMAIN}", mbody="spam bare", mtype="chat")
+        e1 = await next_message(g.errors)
+        g.send_message(mto=f"alice@{DOMAIN}/inbox", mbody="spam full", mtype="chat")
+        e2 = await next_message(g.errors)
+        # Whatever reached alice came before this marker.
+        b.send_message(mto=f"alice@{DOMAIN}/inbox", mbody="marker", mtype="chat")
+        first = await next_message(a.inbox)
+        await bye(a, b, g)
+        return e1, e2, first
+
+    e1, e2, first = run(go())
+    for e in (e1, e2):
+        assert e["type"] == "error"
+        assert e["error"]["condition"] == "service-unavailable"
+    assert first["body"] == "marker"
+
+
+def chat_token(srv, name):
+    s = requests.Session()
+    r = s.post(srv.url + "/api/v1/auth/login", json={"login": name, "password": PASSWORD},
+               timeout=15)
+    assert r.status_code == 200, r.text
+    r = s.post(srv.url + "/api/v1/chat/token",
+               headers={"X-CSRF-Token": r.json()["csrf_token"]}, timeout=15)
+    assert r.status_code == 200, r.text
+    return r.json()["token"]
+
+
+def test_wrong_passwords_do_not_lock_out_a_token_login(bin_path, tmp_path):
+    # Failed passwords are throttled per client address (and address +
+    # name), never per name alone, and a valid chat token is checked before
+    # the throttle: someone guessing bob's password cannot keep bob's web
+    # chat out.
+    tree = make_static_tree(tmp_path)
+    srv = Server(bin_path, tmp_path / "srv", static_dir=tree.static_dir,
+                 env={"HEARTH_XMPP_FEDERATION": "false", "HEARTH_XMPP_DOMAIN": DOMAIN,
+                      "HEARTH_AUTH_LOGIN_ATTEMPTS": "3"})
+    srv.start()
+    try:
+        cli(srv, "user", "add", "bob", "--password-stdin", input=PASSWORD + "\n")
+        token = chat_token(srv, "bob")
+
+        async def go(jid, secret):
+            try:
+                x = await login(srv, jid, secret)
+            except LoginFailed as e:
+                return str(e)
+            got = x.boundjid.bare
+            await bye(x)
+            return got
+
+        for _ in range(3):
+            assert run(go(f"bob@{DOMAIN}", "not the password")) == "failed_auth"
+        # From this address passwords wait now, even the right one ...
+        assert run(go(f"bob@{DOMAIN}", PASSWORD)) == "failed_auth"
+        assert srv.wait_for_log(r"chat: login for 'bob' from 127\.0\.0\.1 throttled")
+        # ... but the chat token of the web client gets in.
+        assert run(go(f"bob@{DOMAIN}", token)) == f"bob@{DOMAIN}"
+        assert srv.alive()
+    finally:
+        srv.stop()

@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 
@@ -288,7 +289,9 @@ def test_idle_timeout_ends_silent_streams_only(xmpp_server):
 
 
 def test_client_that_stops_reading_is_cut_off_alone(xmpp_server):
-    srv = xmpp_server()
+    # The stanza rate limit would end this stream first: off, as with
+    # xmpp.message_interval = 0.
+    srv = xmpp_server(HEARTH_XMPP_MESSAGE_INTERVAL="0")
     port = c2s_port(srv)
     other = Client(port)
     slow = Client(port, rcvbuf=4096)
@@ -311,11 +314,11 @@ def test_client_that_stops_reading_is_cut_off_alone(xmpp_server):
         slow.sock.settimeout(60)
         t = threading.Thread(target=flood, daemon=True)
         t.start()
-        lines = srv.wait_for_log(r"c2s .*cut off", timeout=45)
+        lines = srv.wait_for_log(r"c2s .*cut off: .*the client does not read", timeout=45)
         assert lines, "the server never cut the slow client off:\n" + srv.log_tail()
         # Everyone else is served as before.
         other.ping("after-cut")
-        t.join(timeout=30)
+        t.join(timeout=60)
         assert result.get("end") not in (None, "sent everything"), result
     finally:
         slow.close()
@@ -380,3 +383,45 @@ def test_shutdown_ends_every_stream(xmpp_server):
     finally:
         for c in clients:
             c.close()
+
+
+def test_stanza_flood_is_refused_then_the_stream_ends(xmpp_server):
+    # 50 at once, then 10 a second: past that stanzas are refused with
+    # policy-violation, and a client that keeps going is cut off.
+    srv = xmpp_server()
+    port = c2s_port(srv)
+    flooder, other = Client(port), Client(port)
+    try:
+        flooder.login_guest()
+        other.login_guest()
+        flooder.send("".join(f"<iq type='get' id='f{i}'><ping xmlns='urn:xmpp:ping'/></iq>"
+                             for i in range(300)))
+        m = flooder.expect(rb"(.*?)<stream:error>(.*?)</stream:error>")
+        flooder.read_to_eof()
+    finally:
+        flooder.close()
+    try:
+        other.ping("unaffected")
+    finally:
+        other.close()
+    before, err = m.group(1), m.group(2)
+    assert b"policy-violation" in err and b"too many stanzas" in err
+    answered = len(re.findall(rb"type=['\"]result['\"]", before))
+    refused = len(re.findall(rb"<policy-violation xmlns=['\"]urn:ietf:params:xml:ns:xmpp-stanzas", before))
+    assert 50 <= answered < 300, answered
+    assert refused > 0, before[-1000:]
+    assert srv.wait_for_log(r"xmpp c2s .*refusing stanzas")
+    assert srv.wait_for_log(r"xmpp c2s .*stream error policy-violation: too many stanzas")
+
+
+def test_c2s_tls_asks_for_no_client_certificate(xmpp_server):
+    # Clients would prompt their user for a certificate: c2s must not send a
+    # CertificateRequest (s2s keeps asking, for SASL EXTERNAL).
+    srv = xmpp_server()
+    res = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{HOST}:{c2s_port(srv)}", "-starttls", "xmpp",
+         "-xmpphost", "guest.localhost", "-msg"],
+        input="", capture_output=True, text=True, timeout=30)
+    out = res.stdout + res.stderr
+    assert "ServerHello" in out or "Server hello" in out or "Handshake" in out, out[-2000:]
+    assert "CertificateRequest" not in out and "Certificate Request" not in out, out[-2000:]

@@ -419,3 +419,75 @@ def test_silent_client_is_pinged_then_timed_out(start_server):
             assert (await recv(ws)).startswith("<success")
 
     run(go())
+
+
+# --- a WebSocket that is closing while the room talks to it ---------------------------------
+
+
+def hearth_cli(srv, *args, input=None):
+    res = __import__("subprocess").run([srv.bin, *args], input=input, env=srv.env(),
+                                       capture_output=True, text=True, timeout=60,
+                                       cwd=str(srv.base))
+    assert res.returncode == 0, f"hearth {' '.join(args)}: {res.stderr}"
+    return res.stdout
+
+
+def raw_guest(srv):
+    """A raw WebSocket guest, logged in and bound: (RawConn, JID)."""
+    c = srv.raw(timeout=WAIT)
+    req, _ = upgrade_request(srv, origin=srv.url)
+    c.send(req)
+    assert c.read_response(head=True).status == 101
+    c.send(client_frame(open_el("guest.localhost")))
+    read_frame(c), read_frame(c)
+    c.send(client_frame('<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="ANONYMOUS"/>'))
+    assert read_frame(c)[1].startswith(b"<success")
+    c.send(client_frame(open_el("guest.localhost")))
+    read_frame(c), read_frame(c)
+    c.send(client_frame('<iq xmlns="jabber:client" type="set" id="b1">'
+                        '<bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"/></iq>'))
+    m = re.search(rb"<jid>([^<]+)</jid>", read_frame(c)[1])
+    assert m
+    return c, m.group(1).decode()
+
+
+def test_room_delivery_to_a_closing_websocket(start_server):
+    # A guest joins a room that is not loaded yet and, in the same packet,
+    # sends a WebSocket close frame, keeping TCP open. The room answers the
+    # join after its database lookup, when every write to that WebSocket
+    # fails: the session must go away later, not from inside the room's
+    # delivery (that freed the room under the MUC: a use-after-free, caught
+    # by an ASan build as a crash or a report in the log).
+    srv = start_server(env={"HEARTH_XMPP_FEDERATION": "false", "HEARTH_XMPP_DOMAIN": "localhost"})
+    hearth_cli(srv, "user", "add", "alice", "--password-stdin",
+               input="correct horse battery staple\n")
+    out = hearth_cli(srv, "channel", "add", "--owner", "alice", "--title", "Closing", "--json")
+    room = re.search(r'"slug":\s*"([^"]+)"', out).group(1) + "@chat.localhost"
+    conns = []
+    try:
+        for i in range(3):
+            c, _ = raw_guest(srv)
+            conns.append(c)
+            nick = "n" + os.urandom(4).hex()  # not cached: the room looks it up first
+            join = (f'<presence xmlns="jabber:client" to="{room}/{nick}">'
+                    '<x xmlns="http://jabber.org/protocol/muc"/></presence>')
+            c.send(client_frame(join) + client_frame(struct.pack("!H", 1000), opcode=0x8))
+            assert srv.wait_for_log(r"xmpp c2s .*write failed", timeout=WAIT, count=i + 1), \
+                srv.log_tail()
+            assert srv.alive(), srv.log_tail()
+        # The room carries on: a new guest joins and is told it is in.
+        c, jid = raw_guest(srv)
+        conns.append(c)
+        c.send(client_frame(f'<presence xmlns="jabber:client" to="{room}/steady">'
+                            '<x xmlns="http://jabber.org/protocol/muc"/></presence>'))
+        seen = b""
+        while b"status code='110'" not in seen and b'status code="110"' not in seen:
+            op, payload = read_frame(c)
+            assert op == 0x1, (op, payload)
+            seen += payload
+    finally:
+        for c in conns:
+            c.close()
+    assert srv.alive(), srv.log_tail()
+    log = srv.log()
+    assert "AddressSanitizer" not in log and "runtime error" not in log, log[-4000:]
