@@ -281,6 +281,7 @@ static int make_tls(struct xmpp_server *srv)
         return -EINVAL;
     }
     tls_ctx_no_client_cert(srv->tls_c2s);
+    tls_ctx_slim(srv->tls_c2s);
     return 0;
 }
 

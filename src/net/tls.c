@@ -22,7 +22,13 @@
  *
  * Memory per connection is what 10,000 chat viewers cost: buffers released
  * when idle (SSL_MODE_RELEASE_BUFFERS), no server-side session cache and no
- * TLS 1.3 tickets (XMPP clients do not resume).
+ * TLS 1.3 tickets (XMPP clients do not resume). On a context marked with
+ * tls_ctx_slim, a connection that finished a TLS 1.3 handshake goes
+ * further: the SSL object is freed and its records are protected by
+ * tls_records (see tls_records.h) with the two traffic secrets OpenSSL
+ * reported through the key-log callback, about 15 KB less per connection.
+ * TLS 1.2, other suites, or bytes that OpenSSL already holds at that moment
+ * keep the SSL object, and nothing else changes.
  */
 #include "net/tls.h"
 
@@ -48,6 +54,7 @@
 
 #include "core/buf.h"
 #include "core/util.h"
+#include "net/tls_records.h"
 
 /* Plaintext queued before the handshake completes. */
 #define TLS_PENDING_LIMIT (1u << 20)
@@ -60,16 +67,26 @@
 struct tls_ctx {
     SSL_CTX *ssl;
     enum tls_role role;
+    bool slim;
+};
+
+/* The application traffic secrets, as the key-log callback reports them. */
+struct traffic_secrets {
+    uint8_t client[48], server[48];
+    size_t client_len, server_len;
 };
 
 struct tls_conn {
-    SSL *ssl;
+    SSL *ssl;         /* NULL once slim */
     BIO *rbio, *wbio; /* owned by ssl */
     struct tls_io io;
-    bool ready, failed, paused;
+    bool ready, failed, paused, slim;
     int verify_err; /* first X509_V_ERR_* seen while verifying the peer; 0 ok */
     int send_rc;    /* io->send failed with this */
     struct buf pending;
+    struct traffic_secrets *secrets; /* slim contexts, during the handshake */
+    struct tls_records *rec;         /* slim: the record layer */
+    struct buf in;                   /* slim: ciphertext not yet opened */
     char err[200];
 };
 
@@ -179,6 +196,32 @@ void tls_ctx_no_client_cert(struct tls_ctx *ctx)
 {
     /* Without SSL_VERIFY_PEER a server sends no CertificateRequest. */
     SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_NONE, NULL);
+}
+
+/* Parse "LABEL <client random hex> <secret hex>" into the connection's
+ * traffic_secrets; the handshake secrets are of no use here. */
+static void keylog_cb(const SSL *ssl, const char *line)
+{
+    struct tls_conn *c = SSL_get_app_data(ssl);
+    if (!c || c->slim)
+        return;
+    bool client = strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0;
+    if (!client && strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24) != 0)
+        return;
+    if (!c->secrets && !(c->secrets = OPENSSL_zalloc(sizeof *c->secrets)))
+        return;
+    uint8_t *dst = client ? c->secrets->client : c->secrets->server;
+    size_t *dlen = client ? &c->secrets->client_len : &c->secrets->server_len;
+    const char *p = strchr(line + 24, ' '); /* past the client random */
+    size_t n = 0;
+    if (p && OPENSSL_hexstr2buf_ex(dst, 48, &n, p + 1, '\0') == 1)
+        *dlen = n;
+}
+
+void tls_ctx_slim(struct tls_ctx *ctx)
+{
+    ctx->slim = true;
+    SSL_CTX_set_keylog_callback(ctx->ssl, keylog_cb);
 }
 
 void tls_ctx_free(struct tls_ctx *ctx)
@@ -431,6 +474,7 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *server_name,
         return NULL;
     c->io = *io;
     buf_init(&c->pending, TLS_PENDING_LIMIT);
+    buf_init(&c->in, TLS_PAUSED_INPUT_LIMIT);
     ERR_clear_error();
     c->ssl = SSL_new(ctx->ssl);
     c->rbio = BIO_new(BIO_s_mem());
@@ -468,13 +512,171 @@ void tls_conn_free(struct tls_conn *c)
 {
     if (!c)
         return;
-    SSL_free(c->ssl); /* frees the BIOs */
+    SSL_free(c->ssl); /* frees the BIOs; NULL once slim */
+    tls_records_free(c->rec);
+    OPENSSL_clear_free(c->secrets, sizeof *c->secrets);
     buf_free(&c->pending);
+    buf_free(&c->in);
     free(c);
 }
 
+/* --- slim connections: tls_records after the handshake ---------------------------- */
+
+static int slim_send(void *ud, const void *data, size_t len)
+{
+    struct tls_conn *c = ud;
+    if (c->send_rc < 0)
+        return c->send_rc;
+    int rc = c->io.send(c->io.ud, data, len);
+    if (rc < 0)
+        c->send_rc = rc;
+    return rc;
+}
+
+/*
+ * At the end of a TLS 1.3 handshake on a slim context: keep the traffic
+ * keys, free the SSL object. The ciphertext the peer sent after its
+ * Finished is still in the read BIO (OpenSSL reads a record at a time)
+ * and moves to c->in. Anything unusual keeps the SSL object.
+ */
+static void go_slim(struct tls_conn *c)
+{
+    struct traffic_secrets *t = c->secrets;
+    c->secrets = NULL;
+    const SSL_CIPHER *ci = SSL_get_current_cipher(c->ssl);
+    unsigned suite = ci ? (unsigned)(SSL_CIPHER_get_id(ci) & 0xffff) : 0;
+    if (SSL_version(c->ssl) != TLS1_3_VERSION || !tls_records_suite_supported(suite) ||
+        SSL_has_pending(c->ssl) || SSL_get0_peer_certificate(c->ssl) ||
+        !t->client_len || t->client_len != t->server_len)
+        goto out;
+    bool server = SSL_is_server(c->ssl);
+    c->rec = tls_records_new(suite, server ? t->client : t->server,
+                             server ? t->server : t->client, t->client_len);
+    if (!c->rec)
+        goto out;
+    size_t left = BIO_ctrl_pending(c->rbio);
+    if (left) {
+        char *data = NULL;
+        long n = BIO_get_mem_data(c->rbio, &data);
+        if (n < 0 || (size_t)n != left || buf_append(&c->in, data, left) != 0) {
+            tls_records_free(c->rec);
+            c->rec = NULL;
+            buf_free(&c->in);
+            goto out;
+        }
+    }
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+    c->rbio = c->wbio = NULL;
+    c->slim = true;
+out:
+    OPENSSL_clear_free(t, sizeof *t);
+}
+
+static int slim_fail(struct tls_conn *c, int alert, int code)
+{
+    if (alert && c->send_rc == 0) {
+        const uint8_t a[2] = {2 /* fatal */, (uint8_t)alert};
+        (void)tls_records_seal(c->rec, TLS_CT_ALERT, a, sizeof a, slim_send, c);
+    }
+    if (!c->failed) {
+        snprintf(c->err, sizeof c->err, "TLS: %s", tls_records_error(c->rec));
+        c->failed = true;
+    }
+    return c->send_rc < 0 ? c->send_rc : code;
+}
+
+/* Open and deliver the records in p[0..len) until they run out or the
+ * reader pauses; *used: the bytes taken. Returns as pump does. */
+static int slim_open(struct tls_conn *c, const uint8_t *p, size_t len, size_t *used)
+{
+    size_t off = 0;
+    int rc = 0;
+    while (!c->paused) {
+        struct tls_record_in r;
+        int alert;
+        long n = tls_records_open(c->rec, p + off, len - off, &r, &alert, slim_send, c);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            rc = slim_fail(c, alert, -EPROTO);
+            break;
+        }
+        off += (size_t)n;
+        if (c->send_rc < 0) { /* our KeyUpdate could not go out */
+            rc = slim_fail(c, 0, c->send_rc);
+            break;
+        }
+        if (r.type == TLS_CT_ALERT) {
+            if (r.data[1] == 90) /* user_canceled: a close_notify follows */
+                continue;
+            c->failed = true;
+            if (r.data[1] == TLS_ALERT_CLOSE_NOTIFY) {
+                snprintf(c->err, sizeof c->err, "peer closed TLS (close_notify)");
+                rc = -EPIPE;
+            } else {
+                snprintf(c->err, sizeof c->err, "peer sent TLS alert %u", r.data[1]);
+                rc = -EPROTO;
+            }
+            break;
+        }
+        if (r.type != TLS_CT_APPLICATION_DATA || r.len == 0)
+            continue;
+        rc = c->io.recv(c->io.ud, (const char *)r.data, r.len);
+        if (rc < 0)
+            break;
+        if (rc > 0) {
+            c->paused = true;
+            break;
+        }
+        if (c->failed) {
+            rc = -EPROTO;
+            break;
+        }
+    }
+    *used = off;
+    return rc;
+}
+
+/* Deliver what waits in c->in; an empty buffer gives its memory back. */
+static int slim_drain(struct tls_conn *c)
+{
+    size_t used = 0;
+    int rc = slim_open(c, (const uint8_t *)c->in.data, c->in.len, &used);
+    buf_consume(&c->in, used);
+    if (c->in.len == 0)
+        buf_free(&c->in);
+    return rc;
+}
+
+static int slim_feed(struct tls_conn *c, const void *data, size_t len)
+{
+    if (c->in.len == 0 && !c->paused) {
+        /* The usual case: straight from the caller's buffer, and only a
+         * record cut short by the read is kept. */
+        size_t used = 0;
+        int rc = slim_open(c, data, len, &used);
+        if (rc >= 0 && !c->failed && used < len &&
+            buf_append(&c->in, (const char *)data + used, len - used) != 0)
+            return slim_fail(c, TLS_ALERT_INTERNAL_ERROR, -ENOBUFS);
+        return rc;
+    }
+    if (buf_append(&c->in, data, len) != 0) {
+        snprintf(c->err, sizeof c->err, "too much input while paused");
+        c->failed = true;
+        return -ENOBUFS;
+    }
+    return c->paused ? 0 : slim_drain(c);
+}
+
+/* --- either kind -------------------------------------------------------------------- */
+
 static int write_plain(struct tls_conn *c, const void *data, size_t len)
 {
+    if (c->slim) {
+        int rc = tls_records_seal(c->rec, TLS_CT_APPLICATION_DATA, data, len, slim_send, c);
+        return rc < 0 ? slim_fail(c, 0, rc) : 0;
+    }
     const unsigned char *p = data;
     while (len > 0) {
         int chunk = len > (1u << 30) ? (1 << 30) : (int)len;
@@ -510,7 +712,10 @@ static int pump(struct tls_conn *c)
             return fail(c, "TLS handshake failed", -EPROTO);
         }
         c->ready = true;
-        bio_trim(c, 0);
+        if (c->secrets)
+            go_slim(c);
+        else
+            bio_trim(c, 0);
         if (c->io.ready)
             c->io.ready(c->io.ud);
         if (c->failed)
@@ -522,6 +727,8 @@ static int pump(struct tls_conn *c)
                 return rc;
         }
     }
+    if (c->slim)
+        return slim_drain(c);
     while (!c->paused) {
         ERR_clear_error();
         int n = SSL_read(c->ssl, plain_scratch, sizeof plain_scratch);
@@ -558,6 +765,8 @@ int tls_conn_feed(struct tls_conn *c, const void *data, size_t len)
 {
     if (c->failed)
         return -EPROTO;
+    if (c->slim)
+        return len ? slim_feed(c, data, len) : 0;
     if (len > 0) {
         if (c->paused && BIO_ctrl_pending(c->rbio) + len > TLS_PAUSED_INPUT_LIMIT)
             return fail(c, "too much input while paused", -ENOBUFS);
@@ -594,6 +803,11 @@ void tls_conn_shutdown(struct tls_conn *c)
 {
     if (c->failed || !c->ready)
         return;
+    if (c->slim) {
+        const uint8_t a[2] = {1 /* warning */, TLS_ALERT_CLOSE_NOTIFY};
+        (void)tls_records_seal(c->rec, TLS_CT_ALERT, a, sizeof a, slim_send, c);
+        return;
+    }
     ERR_clear_error();
     SSL_shutdown(c->ssl);
     (void)flush(c);
@@ -602,9 +816,11 @@ void tls_conn_shutdown(struct tls_conn *c)
 
 bool tls_conn_ready(const struct tls_conn *c) { return c->ready && !c->failed; }
 
+bool tls_conn_slim(const struct tls_conn *c) { return c->slim; }
+
 bool tls_conn_peer_verified(const struct tls_conn *c, const char *domain)
 {
-    if (!c->ready || !domain || !*domain)
+    if (!c->ready || !c->ssl || !domain || !*domain)
         return false;
     X509 *cert = SSL_get0_peer_certificate(c->ssl);
     if (!cert || c->verify_err != 0 || SSL_get_verify_result(c->ssl) != X509_V_OK)
@@ -618,7 +834,7 @@ bool tls_conn_peer_verified(const struct tls_conn *c, const char *domain)
 
 bool tls_conn_peer_has_cert(const struct tls_conn *c)
 {
-    return SSL_get0_peer_certificate(c->ssl) != NULL;
+    return c->ssl && SSL_get0_peer_certificate(c->ssl) != NULL;
 }
 
 const char *tls_conn_error(const struct tls_conn *c) { return c->err[0] ? c->err : "no error"; }

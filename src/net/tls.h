@@ -37,6 +37,10 @@ void tls_ctx_free(struct tls_ctx *ctx);
 /* A server context that asks for no client certificate (c2s: clients
  * would prompt their user to pick one). Before any tls_conn_new on it. */
 void tls_ctx_no_client_cert(struct tls_ctx *ctx);
+/* After a TLS 1.3 handshake, connections of this context keep only their
+ * traffic keys (tls_records.h): about 15 KB less each. Their peer's
+ * certificate is not kept, so for contexts that ask for none (c2s). */
+void tls_ctx_slim(struct tls_ctx *ctx);
 
 /*
  * When cert_path does not exist: generate a key and a self-signed certificate
@@ -82,6 +86,8 @@ int tls_conn_write(struct tls_conn *c, const void *data, size_t len);
 void tls_conn_shutdown(struct tls_conn *c);
 
 bool tls_conn_ready(const struct tls_conn *c);
+/* Whether the connection went over to tls_records (see tls_ctx_slim). */
+bool tls_conn_slim(const struct tls_conn *c);
 /*
  * Whether the peer presented a certificate that chains to the context's CA
  * store and is valid for domain (subjectAltName dNSName, RFC 6125 rules,

@@ -425,3 +425,70 @@ def test_c2s_tls_asks_for_no_client_certificate(xmpp_server):
     out = res.stdout + res.stderr
     assert "ServerHello" in out or "Server hello" in out or "Handshake" in out, out[-2000:]
     assert "CertificateRequest" not in out and "Certificate Request" not in out, out[-2000:]
+
+
+class SClient:
+    """`openssl s_client -starttls xmpp`: OpenSSL's own client, whose command
+    letters ('K': KeyUpdate, update requested) reach what Python's ssl hides."""
+
+    def __init__(self, port):
+        self.p = subprocess.Popen(
+            ["openssl", "s_client", "-connect", f"{HOST}:{port}", "-starttls", "xmpp",
+             "-xmpphost", "guest.localhost", "-tls1_3", "-msg"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.out = b""
+        self.lock = threading.Lock()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for chunk in iter(lambda: self.p.stdout.read1(65536), b""):
+            with self.lock:
+                self.out += chunk
+
+    def line(self, text):
+        self.p.stdin.write(text.encode() + b"\n")
+        self.p.stdin.flush()
+
+    def expect(self, pattern, after=0, timeout=DEADLINE):
+        rx = re.compile(pattern, re.S)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                m = rx.search(self.out, after)
+            if m:
+                return m
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in:\n{self.out[after:][-3000:].decode(errors='replace')}")
+
+    def close(self):
+        self.p.kill()
+        self.p.wait(timeout=10)
+
+
+def test_key_update_from_an_openssl_client(xmpp_server):
+    # After the TLS 1.3 handshake the c2s stream keeps only its traffic keys
+    # (src/net/tls_records.c). A client's KeyUpdate that asks for ours is
+    # answered with our own, and the stream goes on under the new keys.
+    srv = xmpp_server()
+    c = SClient(c2s_port(srv))
+    try:
+        c.expect(rb"Protocol\s*: TLSv1\.3|New, TLSv1\.3")
+        c.line("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
+               " to='guest.localhost' version='1.0'>")
+        m = c.expect(rb"<mechanism>ANONYMOUS</mechanism>")
+        c.line("K")
+        m = c.expect(rb"<<< TLS 1\.3, Handshake \[length 0005\], KeyUpdate", m.end())
+        c.line("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='ANONYMOUS'/>")
+        m = c.expect(rb"<success", m.end())
+        c.line("K")
+        m = c.expect(rb"<<< TLS 1\.3, Handshake \[length 0005\], KeyUpdate", m.end())
+        c.line("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
+               " to='guest.localhost' version='1.0'>")
+        m = c.expect(rb"urn:ietf:params:xml:ns:xmpp-bind", m.end())
+        c.line("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+        c.expect(rb"<jid>[^<]+@guest\.localhost/[^<]+</jid>", m.end())
+    finally:
+        c.close()
+    assert srv.alive(), srv.log_tail()
