@@ -1072,12 +1072,10 @@ static void broadcast(struct muc_room *r, const struct xml_node *m)
         send_to(r, m, r->occ[i]);
 }
 
-/* Stamp a message as the room's: from, stanza-id, occupant-id. */
-static int stamp_message(struct muc_room *r, struct xml_node *m, const char *from,
-                         const char *oid, char sid[STANZA_ID_SIZE])
+/* A client may not forge the room's ids (or a delay) at the top level. */
+static void strip_forged(struct xml_node *m)
 {
     xml_attr_remove(m, "to");
-    /* a client may not forge the room's ids */
     for (struct xml_node *c = m->first, *next; c; c = next) {
         next = c->next;
         if (c->type == XML_NODE_ELEMENT &&
@@ -1085,6 +1083,13 @@ static int stamp_message(struct muc_room *r, struct xml_node *m, const char *fro
              strcmp(c->ns, MUC_NS_OCCUPANT_ID) == 0 || strcmp(c->ns, MUC_NS_DELAY) == 0))
             xml_node_free(c);
     }
+}
+
+/* Stamp a message as the room's: from, stanza-id, occupant-id. */
+static int stamp_message(struct muc_room *r, struct xml_node *m, const char *from,
+                         const char *oid, char sid[STANZA_ID_SIZE])
+{
+    strip_forged(m);
     if (stanza_id_new(sid) || xml_attr_set(m, "from", from) ||
         xml_attr_set(m, "type", "groupchat"))
         return -ENOMEM;
@@ -1120,6 +1125,33 @@ static void archive(struct muc_room *r, struct occ *o, struct xml_node *m, const
     r->env->archive(r->env->ud, &a);
 }
 
+/* The room's rules for what an occupant sends: length, size, banned
+ * words (moderators are trusted with the last). Refuses with an error. */
+static bool message_ok(struct muc_room *r, const struct occ *o, const struct xml_node *st,
+                       const char *body)
+{
+    const struct muc_env *env = r->env;
+    if (body && env->max_body_chars && utf8_chars(body) > env->max_body_chars) {
+        muc_send_error(env, st, STANZA_COND_NOT_ACCEPTABLE, "The message is too long");
+        return false;
+    }
+    if (tree_bytes(st) > MUC_MESSAGE_EXTRA + 4 * env->max_body_chars) {
+        muc_send_error(env, st, STANZA_COND_NOT_ACCEPTABLE, "The message is too large");
+        return false;
+    }
+    if (body && o->role != MUC_ROLE_MODERATOR && banned_word(r->p, body)) {
+        log_info("muc %s: message from %s refused: banned word", r->jid, o->jid);
+        muc_send_error(env, st, STANZA_COND_NOT_ACCEPTABLE,
+                       "The message contains a word that is not allowed here");
+        return false;
+    }
+    return true;
+}
+
+static void sanitize(struct muc_room *r, struct xml_node *n, int depth);
+
+/* To one occupant by nick (every session of it): the room's rules apply as
+ * to groupchat, and it carries the sender's occupant-id (XEP-0421). */
 static void private_message(struct muc_room *r, struct occ *o, const struct xml_node *st,
                             const struct jid *to)
 {
@@ -1135,17 +1167,24 @@ static void private_message(struct muc_room *r, struct occ *o, const struct xml_
         muc_send_error(r->env, st, STANZA_COND_ITEM_NOT_FOUND, NULL);
         return;
     }
+    if (!message_ok(r, o, st, xml_child_text(st, "body", NULL)))
+        return;
     if (!rate_ok(r, o)) {
         send_error_wait(r->env, st, STANZA_COND_POLICY_VIOLATION, "Too many messages; slow down");
         return;
     }
     char from[JID_MAX + 1];
     struct xml_node *m = xml_node_copy(st);
-    if (!m || nick_jid(r, o->nick, from, sizeof from) || xml_attr_set(m, "from", from)) {
+    if (m) {
+        sanitize(r, m, 0);
+        strip_forged(m);
+    }
+    struct xml_node *oid = m ? xml_element_add(m, "occupant-id", MUC_NS_OCCUPANT_ID) : NULL;
+    if (!oid || xml_attr_set(oid, "id", o->oid) || nick_jid(r, o->nick, from, sizeof from) ||
+        xml_attr_set(m, "from", from)) {
         xml_node_free(m);
         return;
     }
-    xml_attr_remove(m, "to");
     if (!xml_child(m, "x", MUC_NS_USER))
         xml_element_add(m, "x", MUC_NS_USER);
     /* every session of the nick */
@@ -1280,20 +1319,8 @@ static void room_message(struct muc_room *r, const struct xml_node *st, const st
         muc_send_error(env, st, STANZA_COND_FORBIDDEN, "Visitors may not speak in this room");
         return;
     }
-    if (body && env->max_body_chars && utf8_chars(body) > env->max_body_chars) {
-        muc_send_error(env, st, STANZA_COND_NOT_ACCEPTABLE, "The message is too long");
+    if (!message_ok(r, o, st, body))
         return;
-    }
-    if (tree_bytes(st) > MUC_MESSAGE_EXTRA + 4 * env->max_body_chars) {
-        muc_send_error(env, st, STANZA_COND_NOT_ACCEPTABLE, "The message is too large");
-        return;
-    }
-    if (body && o->role != MUC_ROLE_MODERATOR && banned_word(r->p, body)) {
-        log_info("muc %s: message from %s refused: banned word", r->jid, full);
-        muc_send_error(env, st, STANZA_COND_NOT_ACCEPTABLE,
-                       "The message contains a word that is not allowed here");
-        return;
-    }
     const struct xml_node *retract = xml_child(st, "retract", MUC_NS_RETRACT);
     const char *rid = retract ? xml_attr_get(retract, "id") : NULL;
     if (retract && !rid) {

@@ -579,6 +579,35 @@ def test_limits(server):
     run(go())
 
 
+def test_private_messages_follow_the_room_rules(server):
+    """A message to one occupant carries the sender's occupant-id (not a
+    forged one), and the length cap and banned words hold as in the room."""
+    room, slug = channel(server)
+    sql(server, "INSERT INTO chat_banned_words (channel_id, word, created_at) VALUES"
+                " ((SELECT id FROM channels WHERE slug = ?), 'frobnicate', 0)", slug)
+
+    async def go():
+        a, b = await guest(server), await guest(server)
+        pa = await join(a, room, "sender")
+        await join(b, room, "receiver")
+        forged = ("<occupant-id xmlns='urn:xmpp:occupant-id:0' id='forged'/>"
+                  "<stanza-id xmlns='urn:xmpp:sid:0' id='forged' by='%s'/>" % room)
+        a.send_raw(f"<message type='chat' to='{room}/receiver'><body>psst</body>{forged}</message>")
+        m = await wait(b, body_is("psst"), what="the private message")
+        assert m.get("from") == f"{room}/sender", text(m)
+        oids = [e.get("id") for e in m.iter("{urn:xmpp:occupant-id:0}occupant-id")]
+        assert oids == [occupant_id(pa)], text(m)
+        assert stanza_id(m) is None, text(m)
+        for body in ("x" * 101, "you FROBNICATE"):
+            a.send_raw(f"<message type='chat' to='{room}/receiver'><body>{body}</body></message>")
+            e = await wait(a, is_("message", f"{room}/receiver", "error"))
+            assert error_cond(e) == "not-acceptable", text(e)
+        assert await quiet(b, lambda el: "FROBNICATE" in (el.findtext("{jabber:client}body") or ""))
+        await bye(a, b)
+
+    run(go())
+
+
 def test_bad_xml_client_cut_off_room_carries_on(server):
     room, _ = channel(server)
 
