@@ -1379,14 +1379,24 @@ static void room_message(struct muc_room *r, const struct xml_node *st, const st
 
 /* ---- moderation (XEP-0425) -------------------------------------------- */
 
+/*
+ * checked: the archive was asked whether sid is a message of this room (one
+ * older than the history in memory); it was, or this is the retry after it
+ * said so (muc_room_retract_checked). A message unknown to both is
+ * item-not-found, and nothing is announced.
+ */
 static void moderate(struct muc_room *r, struct occ *actor, const struct xml_node *st,
-                     const char *sid, const char *reason)
+                     const char *sid, const char *reason, const struct jid *from,
+                     const struct jid *to, bool checked)
 {
     const struct muc_env *env = r->env;
     if (!actor || actor->role != MUC_ROLE_MODERATOR) {
         muc_send_error(env, st, STANZA_COND_FORBIDDEN, NULL);
         return;
     }
+    if (!checked && !hist_find(r, sid) && env->verify_retract &&
+        env->verify_retract(env->ud, st, from, to, sid, "", "") == 0)
+        return; /* back through muc_room_retract_checked */
     char by[JID_MAX + 1], stamp[32], msid[STANZA_ID_SIZE];
     if (nick_jid(r, actor->nick, by, sizeof by))
         return;
@@ -1810,6 +1820,26 @@ static void disco_info(struct muc_room *r, const struct xml_node *st, bool insid
     iq_result(r, st, q, NULL);
 }
 
+/* An XEP-0425 request, in the :1 form or the older :0 one: false when q is
+ * neither. */
+static bool moderation_request(struct muc_room *r, struct occ *o, const struct xml_node *st,
+                               const struct xml_node *q, const struct jid *from,
+                               const struct jid *to, bool checked)
+{
+    const char *id = xml_attr_get(q, "id");
+    const struct xml_node *mm = NULL;
+    if (!id)
+        return false;
+    if (strcmp(q->name, "moderate") == 0 && strcmp(q->ns, MUC_NS_MODERATE) == 0)
+        mm = q;
+    else if (strcmp(q->name, "apply-to") == 0 && strcmp(q->ns, MUC_NS_FASTEN) == 0)
+        mm = xml_child(q, "moderate", MUC_NS_MODERATE0);
+    if (!mm)
+        return false;
+    moderate(r, o, st, id, xml_child_text(mm, "reason", NULL), from, to, checked);
+    return true;
+}
+
 static void room_iq(struct muc_room *r, const struct xml_node *st, const struct jid *from,
                     const struct jid *to)
 {
@@ -1860,14 +1890,8 @@ static void room_iq(struct muc_room *r, const struct xml_node *st, const struct 
         iq_result(r, st, xml_element_new("query", MUC_NS_DISCO_ITEMS), NULL);
     } else if (t == STANZA_TYPE_GET && strcmp(q->ns, MUC_NS_PING) == 0) {
         iq_result(r, st, NULL, NULL);
-    } else if (t == STANZA_TYPE_SET && strcmp(q->name, "moderate") == 0 &&
-               strcmp(q->ns, MUC_NS_MODERATE) == 0 && xml_attr_get(q, "id")) {
-        moderate(r, o, st, xml_attr_get(q, "id"), xml_child_text(q, "reason", NULL));
-    } else if (t == STANZA_TYPE_SET && strcmp(q->name, "apply-to") == 0 &&
-               strcmp(q->ns, MUC_NS_FASTEN) == 0 && xml_attr_get(q, "id") &&
-               xml_child(q, "moderate", MUC_NS_MODERATE0)) {
-        const struct xml_node *mm = xml_child(q, "moderate", MUC_NS_MODERATE0);
-        moderate(r, o, st, xml_attr_get(q, "id"), xml_child_text(mm, "reason", NULL));
+    } else if (t == STANZA_TYPE_SET && moderation_request(r, o, st, q, from, to, false)) {
+        /* done */
     } else {
         muc_send_error(r->env, st, STANZA_COND_SERVICE_UNAVAILABLE, NULL);
     }
@@ -1990,11 +2014,20 @@ void muc_room_retract_checked(struct muc_room *r, const struct xml_node *st,
                               const struct jid *from, const struct jid *to, bool ok, bool found)
 {
     enter(r);
-    if (ok)
+    char full[JID_MAX + 1];
+    if (strcmp(st->name, "iq") == 0) {
+        /* a moderator's request: only whether the message exists matters */
+        struct occ *o = jid_format(from, full, sizeof full) ? NULL : find_jid(r, full);
+        if (found)
+            moderation_request(r, o, st, xml_first_element(st), from, to, true);
+        else
+            muc_send_error(r->env, st, STANZA_COND_ITEM_NOT_FOUND, "No such message in this room");
+    } else if (ok) {
         room_message(r, st, from, to, true);
-    else
+    } else {
         muc_send_error(r->env, st, found ? STANZA_COND_FORBIDDEN : STANZA_COND_ITEM_NOT_FOUND,
                        found ? "Only the author may retract" : "No such message in this room");
+    }
     done(r);
 }
 

@@ -216,9 +216,11 @@ void muc_room_message(struct muc_room *r, const struct xml_node *st, const struc
 /* iqs other than MAM (which needs the database: muc.c / mam.c). */
 void muc_room_iq(struct muc_room *r, const struct xml_node *st, const struct jid *from,
                  const struct jid *to);
-/* The answer to env->verify_retract: ok when the archive says the sender
- * (its occupant-id or bare JID) wrote stanza_id. Not ok: forbidden, or
- * item-not-found when missing (found false). */
+/* The answer to env->verify_retract. For a message (a self-retraction): ok
+ * when the archive says the sender (its occupant-id or bare JID) wrote
+ * stanza_id; not ok: forbidden, or item-not-found when missing (found
+ * false). For an iq (a moderator's XEP-0425 request): carried out when
+ * found, else item-not-found. */
 void muc_room_retract_checked(struct muc_room *r, const struct xml_node *st,
                               const struct jid *from, const struct jid *to, bool ok, bool found);
 /*

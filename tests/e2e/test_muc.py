@@ -920,6 +920,24 @@ def test_retraction_of_an_old_message_is_checked(server):
                              f" by='{room}/alice'><retract xmlns='urn:xmpp:message-retract:0'/></moderated></apply-to>")
         m = await wait(a, body_is("look"))
         assert m.find("{urn:xmpp:fasten:0}apply-to") is None, text(m)
+        # a moderator (alice owns the channel): a message nobody ever wrote is
+        # item-not-found and nothing is announced ...
+        def moderate(sid):
+            return iq(a, room, f"<moderate xmlns='urn:xmpp:message-moderate:1' id='{sid}'>"
+                               "<retract xmlns='urn:xmpp:message-retract:1'/></moderate>")
+        r = await moderate(f"{slug}-none")
+        assert error_cond(r) == "item-not-found", text(r)
+        retracts = lambda el: el.find("{urn:xmpp:message-retract:1}retract") is not None
+        assert await quiet(b, retracts)
+        # ... and one that only the archive still has is removed for everyone
+        r = await moderate(f"{slug}-b")
+        assert r.get("type") == "result", text(r)
+        ann = await wait(b, retracts)
+        assert ann.find("{urn:xmpp:message-retract:1}retract").get("id") == f"{slug}-b"
+        await asyncio.sleep(0.7)
+        rows = sql(server, "SELECT retracted_at IS NOT NULL, body FROM chat_messages"
+                           " WHERE channel_id = ? AND stanza_id = ?", cid, f"{slug}-b")
+        assert rows == [(1, None)], rows
         await bye(a, b)
 
     run(go())
