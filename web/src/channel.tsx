@@ -185,7 +185,7 @@ export function ChannelPage({ slug }: { slug: string }) {
                       <a href={`/topic/${enc(ch.topic_slug)}`}>{ch.topic}</a>
                     </>
                   ) : null}
-                  {` · ${ch.followers ?? 0} followers`}
+                  {` · ${ch.followers ?? 0} ${ch.followers === 1 ? 'follower' : 'followers'}`}
                 </div>
               ) : null}
             </div>

@@ -1015,7 +1015,7 @@ function TopicRow({
   const [draft, setDraft] = useState(topic.name);
   const id = `topic-${topic.id}`;
   return (
-    <li data-slug={topic.slug}>
+    <li data-slug={topic.slug} data-name={topic.name}>
       <form
         class="topic-row"
         onSubmit={(e) => {
@@ -1043,6 +1043,22 @@ function TopicRow({
 
 // --- notifications -------------------------------------------------------------------
 
+// GET /me/following may leave out each follow's notify_email (older servers
+// do); GET /channels/:slug has it for a follower, so ask there for those
+// that lack it. A channel that cannot be asked shows the switch off.
+async function withNotifyEmail(channels: Channel[]): Promise<Channel[]> {
+  return Promise.all(
+    channels.map((c) =>
+      typeof c.notify_email === 'boolean'
+        ? c
+        : get<Channel>(`/channels/${enc(c.slug)}`).then(
+            (full) => ({ ...c, notify_email: Boolean(full.notify_email) }),
+            () => c,
+          ),
+    ),
+  );
+}
+
 function NotificationsTab() {
   useTitle('Notifications');
   const [following, setFollowing] = useState<Channel[] | null>(null);
@@ -1050,14 +1066,16 @@ function NotificationsTab() {
   const [error, setError] = useState('');
   const load = () =>
     Promise.all([
-      get<{ channels: Channel[] }>('/me/following').then((r) => setFollowing(r.channels)),
+      get<{ channels: Channel[] }>('/me/following').then((r) => withNotifyEmail(r.channels)).then(setFollowing),
       get<{ notifications: Notification[] }>('/me/notifications?limit=50').then((r) => setNotes(r.notifications)),
     ]).catch((e) => setError(errorText(e)));
   useEffect(() => void load(), []);
   const toggle = async (c: Channel, on: boolean) => {
+    setError('');
     try {
-      await post(`/channels/${enc(c.slug)}/follow`, { notify_email: on });
-      await load();
+      const r = await post<{ notify_email?: boolean }>(`/channels/${enc(c.slug)}/follow`, { notify_email: on });
+      const now = typeof r.notify_email === 'boolean' ? r.notify_email : on;
+      setFollowing((list) => list && list.map((x) => (x.slug === c.slug ? { ...x, notify_email: now } : x)));
     } catch (e) {
       setError(errorText(e));
     }
