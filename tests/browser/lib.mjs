@@ -261,8 +261,10 @@ function hearthCli(bin, env, cwd, args, input) {
 
 // Start `hearth serve` on free ports with its data in `dir`, after creating a
 // streamer and a channel with the CLI. `extraEnv`: more HEARTH_* settings for
-// the server. Returns { url, rtmpUrl, key, slug, child, logFile }.
-export async function startHearth(dir, extraEnv = {}) {
+// the server. `users`: more accounts to make with the CLI first, each
+// { name, password, role (e.g. 'admin'), email }. Returns
+// { url, rtmpUrl, key, slug, child, logFile }.
+export async function startHearth(dir, extraEnv = {}, { users = [] } = {}) {
   const bin = hearthBin();
   const staticDir = hearthStaticDir();
   fs.mkdirSync(path.join(dir, 'data'), { recursive: true });
@@ -274,6 +276,12 @@ export async function startHearth(dir, extraEnv = {}) {
     let channel = null;
     if (!fs.existsSync(path.join(dir, 'channel.json'))) {
       hearthCli(bin, env, dir, ['user', 'add', 'alice', '--role', 'streamer', '--password-stdin'], 'pw12345678\n');
+      for (const u of users) {
+        const args = ['user', 'add', u.name, '--password-stdin'];
+        if (u.role) args.push('--role', u.role);
+        if (u.email) args.push('--email', u.email);
+        hearthCli(bin, env, dir, args, `${u.password}\n`);
+      }
       const out = hearthCli(bin, env, dir, ['channel', 'add', '--owner', 'alice', '--title', 'Browser test', '--json']);
       fs.writeFileSync(path.join(dir, 'channel.json'), out);
     }
@@ -315,11 +323,11 @@ const FFMPEG_QUIET = ['-hide_banner', '-nostdin', '-loglevel', 'warning'];
 
 // The test source: testsrc2 1280x720 30 fps with a 440 Hz tone, H.264
 // (veryfast, zerolatency: no B-frames) with a keyframe every `gop` frames, AAC.
-function sourceArgs({ seconds, live }) {
+function sourceArgs({ seconds, live, size = '1280x720' }) {
   const dur = seconds ? [':duration=' + seconds, ':duration=' + seconds] : ['', ''];
   return [
     ...(live ? ['-re'] : []),
-    '-f', 'lavfi', '-i', `testsrc2=size=1280x720:rate=30${dur[0]}`,
+    '-f', 'lavfi', '-i', `testsrc2=size=${size}:rate=30${dur[0]}`,
     '-f', 'lavfi', '-i', `sine=frequency=440:sample_rate=48000${dur[1]}`,
   ];
 }
@@ -333,12 +341,13 @@ function encodeArgs(gop) {
   ];
 }
 
-// Publish the test source, encoded live, to one RTMP URL.
-export function publishLive(rtmpUrl, logFile, { gop = 60 } = {}) {
+// Publish the test source, encoded live, to one RTMP URL. `size`: a smaller
+// picture where the test needs a live channel but not the picture (less CPU).
+export function publishLive(rtmpUrl, logFile, { gop = 60, size } = {}) {
   const ffmpeg = which('ffmpeg');
   if (!ffmpeg) throw new Error('ffmpeg is not installed (scripts/deps test)');
   return startProcess('ffmpeg', ffmpeg, [
-    ...FFMPEG_QUIET, ...sourceArgs({ live: true }), ...encodeArgs(gop), '-f', 'flv', rtmpUrl,
+    ...FFMPEG_QUIET, ...sourceArgs({ live: true, size }), ...encodeArgs(gop), '-f', 'flv', rtmpUrl,
   ], { logFile });
 }
 

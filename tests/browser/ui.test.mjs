@@ -7,8 +7,9 @@
 //   2. open a channel there, read the OBS Server and Stream Key the page shows;
 //   3. ffmpeg publishes to that server with that key;
 //   4. a second browser (its own profile: no cookies shared) opens the home
-//      page and sees the channel listed live, follows the link to /c/<slug>,
-//      and the player plays (video.currentTime advances);
+//      page and sees the channel listed live (viewers and chatters counted),
+//      follows the link to /c/<slug>, and the player plays (video.currentTime
+//      advances);
 //   5. the streamer's profile /u/<name> lists the channel live;
 //   6. the server side of the pages: /watch/<slug> is a 302 to /c/<slug>, and
 //      /c/<slug> carries the channel's OpenGraph tags;
@@ -170,6 +171,7 @@ async function testStreamerAndViewer(ctx) {
   log('test', `home page lists it: "${cardText}"`);
   assert(cardText.includes(name), `the live card does not name the owner: ${cardText}`);
   assert(cardText.includes('UI test: a <b>bold</b> "channel"'), `the title is not shown as text: ${cardText}`);
+  assert(/\d+ viewers? · \d+ chatters?/.test(cardText), `the live card does not count viewers and chatters: ${cardText}`);
   await shot(vp, 'home');
   await phoneShot(vp, 'home');
 
@@ -180,6 +182,7 @@ async function testStreamerAndViewer(ctx) {
     return {
       state: document.getElementById('state')?.textContent?.trim(),
       viewers: document.getElementById('viewers')?.textContent?.trim(),
+      chatters: document.getElementById('chatters')?.textContent?.trim(),
       t: v ? v.currentTime : -1,
       hasHls: !!(window.hearthPlayer && window.hearthPlayer()),
     };
@@ -194,6 +197,7 @@ async function testStreamerAndViewer(ctx) {
   });
   log('test', `playing: currentTime ${started.p.t.toFixed(2)} -> ${moved.p.t.toFixed(2)}, state "${moved.p.state}"`);
   assert(moved.p.state === 'live', `#state shows "${moved.p.state}"`);
+  assert(/^\d+ viewers?$/.test(moved.p.viewers) && /^\d+ chatters?$/.test(moved.p.chatters), `viewers "${moved.p.viewers}", chatters "${moved.p.chatters}"`);
   assert(await vp.locator('aside#chat').count() === 1, 'no <aside id="chat"> slot on the channel page');
   const desc = await vp.locator('.description').evaluate((el) => ({
     em: el.querySelector('em')?.textContent,

@@ -38,6 +38,7 @@ export interface Channel {
   following?: boolean;
   notify_email?: boolean;
   live?: LiveState | null;
+  chatters?: number; // people in the channel's chat room now
   // owner view
   stream_key?: string;
   rtmp_url?: string;
@@ -52,6 +53,7 @@ export interface LiveChannel {
   topic?: string | null;
   topic_slug?: string | null;
   viewers: number;
+  chatters?: number;
   peak_viewers?: number;
   started_at?: number;
   avatar_url?: string | null;
@@ -62,6 +64,29 @@ export interface Topic {
   id: number;
   name: string;
   slug: string;
+}
+
+// GET /api/v1/site: what every page may know about the instance. Servers
+// without the route answer 404; the pages then assume SITE_DEFAULTS.
+export interface Site {
+  name: string;
+  allow_registration: boolean;
+  require_verification: boolean;
+  public_url: string;
+}
+
+export const SITE_DEFAULTS: Site = {
+  name: 'Hearth',
+  allow_registration: true,
+  require_verification: false,
+  public_url: '',
+};
+
+// A user in search results (GET /channels?q= answers "users" beside
+// "channels" where the server supports it).
+export interface UserHit {
+  name: string;
+  created_at?: number;
 }
 
 export interface ApiKey {

@@ -5,7 +5,7 @@
 import { createContext, type ComponentChildren } from 'preact';
 import { useContext, useEffect, useState } from 'preact/hooks';
 
-import { ApiError, get, post, setCsrf, type User } from './api';
+import { ApiError, get, post, setCsrf, SITE_DEFAULTS, type Site, type User } from './api';
 
 // --- routing -----------------------------------------------------------------
 
@@ -96,6 +96,51 @@ export function SessionProvider({ children }: { children: ComponentChildren }) {
   return <SessionContext.Provider value={session}>{children}</SessionContext.Provider>;
 }
 
+// --- the site's public settings ------------------------------------------------
+//
+// GET /api/v1/site once per page load, shared by every component that asks.
+// A server without the route (404) or an error leaves SITE_DEFAULTS, so the
+// pages work as before; the server enforces its policy whatever a page shows.
+
+let site: Site | null = null; // null: still asking
+const siteListeners = new Set<() => void>();
+let siteAsked = false;
+
+function setSite(s: Site): void {
+  site = s;
+  siteListeners.forEach((l) => l());
+}
+
+function askSite(): void {
+  if (siteAsked) return;
+  siteAsked = true;
+  get<Partial<Site>>('/site').then(
+    (s) => setSite({ ...SITE_DEFAULTS, ...(s && typeof s === 'object' ? s : {}) }),
+    (e) => {
+      if (!(e instanceof ApiError)) console.warn('GET /api/v1/site:', e);
+      setSite(SITE_DEFAULTS);
+    },
+  );
+}
+
+// The site's settings; null until known.
+export function useSite(): Site | null {
+  const [, set] = useState(0);
+  useEffect(() => {
+    const l = () => set((n) => n + 1);
+    siteListeners.add(l);
+    askSite();
+    return () => void siteListeners.delete(l);
+  }, []);
+  return site;
+}
+
+// The server refused a sign-up as closed: every page follows (the header's
+// link goes), whatever GET /site said or could not say.
+export function registrationClosed(): void {
+  setSite({ ...(site || SITE_DEFAULTS), allow_registration: false });
+}
+
 // --- small shared pieces -------------------------------------------------------
 
 export function useTitle(title: string): void {
@@ -106,6 +151,7 @@ export function useTitle(title: string): void {
 
 export function Header() {
   const { me, signOut } = useSession();
+  const siteInfo = useSite();
   const loc = useLocation();
   const [q, setQ] = useState(loc.pathname === '/search' ? loc.searchParams.get('q') || '' : '');
   const [open, setOpen] = useState(false);
@@ -124,7 +170,7 @@ export function Header() {
   return (
     <header class="bar">
       <a class="brand" href="/">
-        Hearth
+        {siteInfo?.name || 'Hearth'}
       </a>
       <form
         class="search"
@@ -170,9 +216,11 @@ export function Header() {
         ) : me === null ? (
           <>
             <a href={`/login?next=${encodeURIComponent(loc.pathname + loc.search)}`}>Log in</a>
-            <a href="/register" class="button">
-              Sign up
-            </a>
+            {siteInfo && siteInfo.allow_registration ? (
+              <a href="/register" class="button" id="nav-register">
+                Sign up
+              </a>
+            ) : null}
           </>
         ) : null}
       </nav>
@@ -186,6 +234,27 @@ export function Avatar({ url, name, size = 48 }: { url?: string | null; name: st
     <span class="avatar placeholder" style={{ width: `${size}px`, height: `${size}px` }} aria-hidden="true">
       {(name || '?').slice(0, 1).toUpperCase()}
     </span>
+  );
+}
+
+// A page's header block (the channel's, a profile's) with the channel banner
+// behind it when there is one: the picture fills the block and a gradient
+// keeps the text readable. It sits below the player, so it never pushes the
+// video down on a phone. The banner is decoration: empty alt text.
+export function BannerHead({
+  url,
+  id,
+  children,
+}: {
+  url?: string | null;
+  id?: string;
+  children: ComponentChildren;
+}) {
+  return (
+    <div class={`banner-head${url ? ' has-banner' : ''}`} id={id}>
+      {url ? <img class="banner" src={url} alt="" decoding="async" /> : null}
+      {children}
+    </div>
   );
 }
 

@@ -3,7 +3,7 @@
 import { useEffect, useState } from 'preact/hooks';
 
 import { ApiError, errorText, post, type User } from './api';
-import { ErrorBox, Field, navigate, useLocation, useSession, useTitle } from './app';
+import { ErrorBox, Field, navigate, registrationClosed, useLocation, useSession, useSite, useTitle } from './app';
 
 type SessionAnswer = { user: User; csrf_token: string };
 
@@ -17,6 +17,7 @@ export function LoginPage() {
   useTitle('Log in');
   const loc = useLocation();
   const { signedIn } = useSession();
+  const site = useSite();
   const [login, setLogin] = useState('');
   const [password, setPassword] = useState('');
   const [totp, setTotp] = useState('');
@@ -73,7 +74,13 @@ export function LoginPage() {
         Log in
       </button>
       <p class="muted">
-        <a href="/reset">Forgot your password?</a> · <a href="/register">Create an account</a>
+        <a href="/reset">Forgot your password?</a>
+        {site && !site.allow_registration ? null : (
+          <>
+            {' · '}
+            <a href="/register">Create an account</a>
+          </>
+        )}
       </p>
     </form>
   );
@@ -83,6 +90,7 @@ export function RegisterPage() {
   useTitle('Sign up');
   const loc = useLocation();
   const { signedIn } = useSession();
+  const site = useSite();
   const [name, setName] = useState('');
   const [email, setEmail] = useState('');
   const [password, setPassword] = useState('');
@@ -107,11 +115,27 @@ export function RegisterPage() {
       signedIn(s.user, s.csrf_token);
       navigate(nextPath(loc, '/settings/channels'), true);
     } catch (err) {
-      setError(errorText(err));
+      // Closed since the page asked (or the server has no GET /site): say so
+      // plainly instead of a bare error under the form.
+      if (err instanceof ApiError && err.code === 'registration_closed') registrationClosed();
+      else setError(errorText(err));
     } finally {
       setBusy(false);
     }
   };
+  if (site && !site.allow_registration)
+    return (
+      <div class="narrow card-form" id="registration-closed">
+        <h1>Sign up</h1>
+        <p role="status">
+          <strong>Registration is closed on this site.</strong> It takes no new accounts; ask its administrators if you
+          need one.
+        </p>
+        <p class="muted">
+          Have an account? <a href="/login">Log in</a>
+        </p>
+      </div>
+    );
   if (sent)
     return (
       <div class="narrow">

@@ -2,7 +2,7 @@
 // results. A user's profile is profile.tsx.
 import { useEffect, useState } from 'preact/hooks';
 
-import { enc, errorText, get, type Channel, type LiveChannel, type Topic } from './api';
+import { enc, errorText, get, type Channel, type LiveChannel, type Topic, type UserHit } from './api';
 import { Avatar, ErrorBox, useLocation, useTitle } from './app';
 
 function usePoll<T>(load: () => Promise<T>, deps: unknown[], everyMs = 0): [T | undefined, string] {
@@ -25,8 +25,13 @@ function usePoll<T>(load: () => Promise<T>, deps: unknown[], everyMs = 0): [T | 
   return [data, error];
 }
 
-function viewers(n: number): string {
+export function viewers(n: number): string {
   return `${n} ${n === 1 ? 'viewer' : 'viewers'}`;
+}
+
+// People in the chat room, as Twitch and Owncast show them next to viewers.
+export function chatters(n: number): string {
+  return `${n} ${n === 1 ? 'chatter' : 'chatters'}`;
 }
 
 export function LiveGrid({ live, empty }: { live: LiveChannel[] | undefined; empty: string }) {
@@ -39,7 +44,15 @@ export function LiveGrid({ live, empty }: { live: LiveChannel[] | undefined; emp
           <a class="cover" href={`/c/${enc(ch.slug)}`} aria-label={`${ch.title} (live)`}>
             <Avatar url={ch.avatar_url} name={ch.title || ch.slug} size={72} />
             <span class="badge live">live</span>
-            <span class="viewers">{viewers(ch.viewers || 0)}</span>
+            <span class="viewers">
+              <span class="n-viewers">{viewers(ch.viewers || 0)}</span>
+              {typeof ch.chatters === 'number' ? (
+                <>
+                  {' · '}
+                  <span class="n-chatters">{chatters(ch.chatters)}</span>
+                </>
+              ) : null}
+            </span>
           </a>
           <div class="card-body">
             <a class="card-title" href={`/c/${enc(ch.slug)}`}>
@@ -83,6 +96,7 @@ export function ChannelList({ channels, empty }: { channels: Channel[] | undefin
                 </>
               ) : null}
               {ch.live ? ` · ${viewers(ch.live.viewers || 0)}` : ''}
+              {ch.live && typeof ch.chatters === 'number' ? ` · ${chatters(ch.chatters)}` : ''}
             </div>
           </div>
         </li>
@@ -151,17 +165,51 @@ export function SearchPage() {
   const loc = useLocation();
   const q = (loc.searchParams.get('q') || '').trim();
   useTitle(q ? `Search: ${q}` : 'Search');
-  const [channels, err] = usePoll(
+  // GET /channels?q= matches titles, addresses and owners' names; servers
+  // that also search accounts answer "users" beside "channels".
+  const [found, err] = usePoll(
     () =>
-      q ? get<{ channels: Channel[] }>(`/channels?q=${enc(q)}&limit=50`).then((r) => r.channels) : Promise.resolve([]),
+      q
+        ? get<{ channels: Channel[]; users?: UserHit[] }>(`/channels?q=${enc(q)}&limit=50`).then((r) => ({
+            channels: r.channels,
+            users: Array.isArray(r.users) ? r.users : null,
+          }))
+        : Promise.resolve({ channels: [] as Channel[], users: null }),
     [q],
   );
+  const users = found?.users;
   return (
     <>
       <h1>Search</h1>
-      <p class="muted">{q ? `Channels and people matching “${q}”` : 'Type a channel or user name in the search box.'}</p>
+      <p class="muted" id="search-summary">
+        {q ? `Channels and people matching “${q}”` : 'Type a channel or user name in the search box.'}
+      </p>
       <ErrorBox error={err} />
-      {q ? <ChannelList channels={channels} empty="Nothing matches." /> : null}
+      {q && users && users.length ? (
+        <section aria-labelledby="search-people-h">
+          <h2 id="search-people-h">People</h2>
+          <ul class="chips" id="search-people">
+            {users.map((u) => (
+              <li key={u.name}>
+                <a href={`/u/${enc(u.name)}`}>{u.name}</a>
+              </li>
+            ))}
+          </ul>
+        </section>
+      ) : null}
+      {q ? (
+        <section aria-labelledby="search-channels-h" id="search-channels">
+          {users && users.length ? <h2 id="search-channels-h">Channels</h2> : (
+            <h2 id="search-channels-h" class="visually-hidden">
+              Channels
+            </h2>
+          )}
+          <ChannelList
+            channels={found?.channels}
+            empty={users && users.length ? 'No channels match.' : 'Nothing matches.'}
+          />
+        </section>
+      ) : null}
     </>
   );
 }

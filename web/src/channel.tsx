@@ -1,12 +1,13 @@
 // The channel page /c/<slug>: the player (hls.js, low latency, quality menu
 // when there are renditions, theatre and fullscreen), live/offline state that
 // flips without a reload (the player retries, and the page polls the API),
-// viewer count, the description (Markdown, rendered as DOM text), the follow
+// viewer and chatter counts, the banner behind the channel's header, the description (Markdown, rendered as DOM text), the follow
 // button, and the chat (chat/panel.tsx) in <aside id="chat">.
 import { useEffect, useRef, useState } from 'preact/hooks';
 
 import { ApiError, del, enc, errorText, get, post, type Channel } from './api';
-import { Avatar, ErrorBox, navigate, useSession, useTitle } from './app';
+import { Avatar, BannerHead, ErrorBox, navigate, useSession, useTitle } from './app';
+import { chatters, viewers } from './browse';
 import { ChatPanel } from './chat/panel';
 import { renderMarkdown } from './markdown';
 import type { Level, LivePlayer } from './player';
@@ -152,52 +153,59 @@ export function ChannelPage({ slug }: { slug: string }) {
             Fullscreen
           </button>
         </div>
-        <div class="meta">
-          <Avatar url={ch?.avatar_url} name={title} size={48} />
-          <div class="meta-text">
-            <h1 id="title">{title}</h1>
-            <div>
-              <span id="state" class={`badge ${live ? 'live' : ''}`}>
-                {live ? 'live' : 'offline'}
-              </span>{' '}
-              {ch?.live ? (
-                <span id="viewers" class="muted">
-                  {ch.live.viewers} {ch.live.viewers === 1 ? 'viewer' : 'viewers'}
+        <BannerHead url={ch?.banner_url} id="channel-head">
+          <div class="meta">
+            <Avatar url={ch?.avatar_url} name={title} size={48} />
+            <div class="meta-text">
+              <h1 id="title">{title}</h1>
+              <div>
+                <span id="state" class={`badge ${live ? 'live' : ''}`}>
+                  {live ? 'live' : 'offline'}
+                </span>{' '}
+                {ch?.live ? (
+                  <span id="viewers" class="muted">
+                    {viewers(ch.live.viewers)}
+                  </span>
+                ) : null}{' '}
+                {ch && ch.chat_enabled !== false && typeof ch.chatters === 'number' ? (
+                  <span id="chatters" class="muted">
+                    {chatters(ch.chatters)}
+                  </span>
+                ) : null}{' '}
+                <span id="latency" class="muted">
+                  {latency}
                 </span>
-              ) : null}{' '}
-              <span id="latency" class="muted">
-                {latency}
-              </span>
-            </div>
-            {ch ? (
-              <div class="muted">
-                <a href={`/u/${enc(ch.owner)}`}>{ch.owner}</a>
-                {ch.topic && ch.topic_slug ? (
-                  <>
-                    {' · '}
-                    <a href={`/topic/${enc(ch.topic_slug)}`}>{ch.topic}</a>
-                  </>
-                ) : null}
-                {` · ${ch.followers ?? 0} followers`}
               </div>
+              {ch ? (
+                <div class="muted">
+                  <a href={`/u/${enc(ch.owner)}`}>{ch.owner}</a>
+                  {ch.topic && ch.topic_slug ? (
+                    <>
+                      {' · '}
+                      <a href={`/topic/${enc(ch.topic_slug)}`}>{ch.topic}</a>
+                    </>
+                  ) : null}
+                  {` · ${ch.followers ?? 0} ${ch.followers === 1 ? 'follower' : 'followers'}`}
+                </div>
+              ) : null}
+            </div>
+            {ch && me && ch.stream_key ? (
+              <a class="button" href={`/settings/channels/${enc(slug)}`}>
+                Edit channel
+              </a>
+            ) : null}
+            {ch ? (
+              <button id="follow" class={ch.following ? '' : 'primary'} disabled={busy} onClick={() => void follow()}>
+                {ch.following ? 'Unfollow' : 'Follow'}
+              </button>
             ) : null}
           </div>
-          {ch && me && ch.stream_key ? (
-            <a class="button" href={`/settings/channels/${enc(slug)}`}>
-              Edit channel
-            </a>
-          ) : null}
-          {ch ? (
-            <button id="follow" class={ch.following ? '' : 'primary'} disabled={busy} onClick={() => void follow()}>
-              {ch.following ? 'Unfollow' : 'Follow'}
-            </button>
-          ) : null}
-        </div>
+        </BannerHead>
         <ErrorBox error={error} />
         {ch?.description ? <Description text={ch.description} /> : null}
       </section>
       <aside id="chat" class="chat" aria-label="Chat" data-channel={slug}>
-        <ChatPanel slug={slug} mode="page" />
+        <ChatPanel slug={slug} mode="page" chatters={ch?.chatters} />
       </aside>
     </div>
   );

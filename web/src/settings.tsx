@@ -3,14 +3,14 @@
 // regenerate next to the OBS settings, invite code and invited users for
 // protected channels, chat settings), API keys (create, list, revoke; a new
 // key is shown once), notifications (per followed channel e-mail on/off, and
-// the in-app list).
+// the in-app list), and for admins, topics (list, add, rename, delete).
 //
 // Secrets the server shows once (a new invite code, an API key, a TOTP
 // secret) live only in this page's state: reloading the page forgets them.
 import { useEffect, useState } from 'preact/hooks';
 
 import {
-  api, del, enc, errorText, get, patch, post,
+  api, ApiError, del, enc, errorText, get, patch, post,
   type ApiKey, type Channel, type Notification, type Topic, type User,
 } from './api';
 import { ErrorBox, Field, navigate, RequireLogin, useSession, useTitle } from './app';
@@ -22,21 +22,30 @@ const TABS: [string, string][] = [
   ['/settings/api-keys', 'API keys'],
   ['/settings/notifications', 'Notifications'],
 ];
+// Tabs only admins see (GET /me lists the account's roles).
+const ADMIN_TABS: [string, string][] = [['/settings/topics', 'Topics']];
+
+function isAdmin(me: User | null | undefined): boolean {
+  return Boolean(me && me.roles && me.roles.includes('admin'));
+}
 
 export function SettingsPage({ path }: { path: string }) {
+  const { me } = useSession();
   const m = /^\/settings\/channels\/([^/]+)$/.exec(path);
   let body;
   if (m) body = <ChannelEdit slug={decodeURIComponent(m[1])} />;
   else if (path === '/settings/channels') body = <ChannelsTab />;
   else if (path === '/settings/api-keys') body = <ApiKeysTab />;
   else if (path === '/settings/notifications') body = <NotificationsTab />;
+  else if (path === '/settings/topics') body = <TopicsTab />;
   else body = <ProfileTab />;
   const active = m ? '/settings/channels' : path.replace(/\/$/, '');
+  const tabs = isAdmin(me) ? [...TABS, ...ADMIN_TABS] : TABS;
   return (
     <RequireLogin>
       <h1>Settings</h1>
       <nav class="tabs" aria-label="Settings">
-        {TABS.map(([href, label]) => (
+        {tabs.map(([href, label]) => (
           <a key={href} href={href} aria-current={active === href ? 'page' : undefined}>
             {label}
           </a>
@@ -884,7 +893,171 @@ function ApiKeysTab() {
   );
 }
 
+// --- topics (admins) -----------------------------------------------------------------
+//
+// GET|POST /topics exist on every server; PATCH and DELETE /topics/:slug are
+// newer. Where they answer 404 or 405 while the topic is still listed, the
+// server cannot do it yet, and the page says so instead of failing.
+
+function TopicsTab() {
+  useTitle('Topics');
+  const { me } = useSession();
+  const [topics, setTopics] = useState<Topic[] | null>(null);
+  const [name, setName] = useState('');
+  const [error, setError] = useState('');
+  const [status, setStatus] = useState('');
+  const load = () =>
+    get<{ topics: Topic[] }>('/topics').then((r) => {
+      setTopics(r.topics);
+      return r.topics;
+    });
+  useEffect(() => {
+    load().catch((e) => setError(errorText(e)));
+  }, []);
+  if (!isAdmin(me))
+    return (
+      <p class="muted" id="topics-admin-only">
+        Only administrators manage topics.
+      </p>
+    );
+  const act = async (what: () => Promise<string>) => {
+    setError('');
+    setStatus('');
+    try {
+      setStatus(await what());
+    } catch (e) {
+      setError(errorText(e));
+    }
+  };
+  // A refused PATCH/DELETE: unsupported by this server, or the topic went.
+  const missing = async (e: unknown, t: Topic, doing: string): Promise<never> => {
+    if (e instanceof ApiError && (e.status === 404 || e.status === 405)) {
+      const now = await load().catch(() => null);
+      if (now && now.some((x) => x.slug === t.slug))
+        throw new Error(`This server cannot ${doing} topics yet (it needs a newer Hearth).`);
+      throw new Error(`The topic “${t.name}” is gone (someone else removed it).`);
+    }
+    throw e;
+  };
+  const add = (e: Event) => {
+    e.preventDefault();
+    const n = name.trim();
+    if (!n) return;
+    void act(async () => {
+      const t = await post<Topic>('/topics', { name: n });
+      setName('');
+      await load();
+      return `Topic “${t.name}” added.`;
+    });
+  };
+  const rename = (t: Topic, to: string) =>
+    act(async () => {
+      const n = to.trim();
+      if (!n || n === t.name) return '';
+      let r: Topic;
+      try {
+        r = await patch<Topic>(`/topics/${enc(t.slug)}`, { name: n });
+      } catch (err) {
+        return missing(err, t, 'rename');
+      }
+      await load();
+      return `Topic “${t.name}” is now “${r.name || n}”.`;
+    });
+  const remove = (t: Topic) => {
+    if (!confirm(`Delete the topic “${t.name}”? Its channels keep going, without a topic.`)) return;
+    void act(async () => {
+      try {
+        await del(`/topics/${enc(t.slug)}`);
+      } catch (err) {
+        return missing(err, t, 'delete');
+      }
+      await load();
+      return `Topic “${t.name}” deleted.`;
+    });
+  };
+  return (
+    <>
+      <form class="card-form" onSubmit={add} id="topic-add">
+        <h2>Add a topic</h2>
+        <p class="muted">Streamers file their channels under these; the home page lists them.</p>
+        <Field id="t-name" label="Topic name" value={name} onInput={setName} required maxLength={64} />
+        <button class="primary" type="submit">
+          Add topic
+        </button>
+      </form>
+      <ErrorBox error={error} />
+      <Status text={status} />
+      <h2>Topics</h2>
+      {topics === null ? (
+        <p class="muted">Loading…</p>
+      ) : topics.length === 0 ? (
+        <p class="muted">No topics yet.</p>
+      ) : (
+        <ul class="rows" id="topics">
+          {topics.map((t) => (
+            <TopicRow key={`${t.slug}:${t.name}`} topic={t} onRename={rename} onDelete={remove} />
+          ))}
+        </ul>
+      )}
+    </>
+  );
+}
+
+function TopicRow({
+  topic,
+  onRename,
+  onDelete,
+}: {
+  topic: Topic;
+  onRename: (t: Topic, to: string) => Promise<void>;
+  onDelete: (t: Topic) => void;
+}) {
+  const [draft, setDraft] = useState(topic.name);
+  const id = `topic-${topic.id}`;
+  return (
+    <li data-slug={topic.slug} data-name={topic.name}>
+      <form
+        class="topic-row"
+        onSubmit={(e) => {
+          e.preventDefault();
+          void onRename(topic, draft);
+        }}
+      >
+        <label class="visually-hidden" for={id}>
+          Name of the topic “{topic.name}”
+        </label>
+        <input id={id} value={draft} required maxLength={64} onInput={(e) => setDraft((e.target as HTMLInputElement).value)} />
+        <button type="submit" disabled={!draft.trim() || draft.trim() === topic.name} aria-label={`Rename the topic “${topic.name}”`}>
+          Rename
+        </button>
+        <button type="button" class="danger" aria-label={`Delete the topic “${topic.name}”`} onClick={() => onDelete(topic)}>
+          Delete
+        </button>
+        <a class="topic-slug muted" href={`/topic/${enc(topic.slug)}`}>
+          /topic/{topic.slug}
+        </a>
+      </form>
+    </li>
+  );
+}
+
 // --- notifications -------------------------------------------------------------------
+
+// GET /me/following may leave out each follow's notify_email (older servers
+// do); GET /channels/:slug has it for a follower, so ask there for those
+// that lack it. A channel that cannot be asked shows the switch off.
+async function withNotifyEmail(channels: Channel[]): Promise<Channel[]> {
+  return Promise.all(
+    channels.map((c) =>
+      typeof c.notify_email === 'boolean'
+        ? c
+        : get<Channel>(`/channels/${enc(c.slug)}`).then(
+            (full) => ({ ...c, notify_email: Boolean(full.notify_email) }),
+            () => c,
+          ),
+    ),
+  );
+}
 
 function NotificationsTab() {
   useTitle('Notifications');
@@ -893,14 +1066,16 @@ function NotificationsTab() {
   const [error, setError] = useState('');
   const load = () =>
     Promise.all([
-      get<{ channels: Channel[] }>('/me/following').then((r) => setFollowing(r.channels)),
+      get<{ channels: Channel[] }>('/me/following').then((r) => withNotifyEmail(r.channels)).then(setFollowing),
       get<{ notifications: Notification[] }>('/me/notifications?limit=50').then((r) => setNotes(r.notifications)),
     ]).catch((e) => setError(errorText(e)));
   useEffect(() => void load(), []);
   const toggle = async (c: Channel, on: boolean) => {
+    setError('');
     try {
-      await post(`/channels/${enc(c.slug)}/follow`, { notify_email: on });
-      await load();
+      const r = await post<{ notify_email?: boolean }>(`/channels/${enc(c.slug)}/follow`, { notify_email: on });
+      const now = typeof r.notify_email === 'boolean' ? r.notify_email : on;
+      setFollowing((list) => list && list.map((x) => (x.slug === c.slug ? { ...x, notify_email: now } : x)));
     } catch (e) {
       setError(errorText(e));
     }

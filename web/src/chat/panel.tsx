@@ -11,7 +11,8 @@
 // localStorage. Signed-in users are in under their account name.
 // Moderators (the room gives them role moderator) get a menu on every
 // message (delete, kick, mute, ban the sender) and on every person in the
-// list. Everything from the network is rendered as text children: never as
+// list. The head counts the room as the server does (occupantCount).
+// Everything from the network is rendered as text children: never as
 // HTML.
 import { useEffect, useRef, useState } from 'preact/hooks';
 
@@ -115,7 +116,20 @@ function ModMenu({
   );
 }
 
-export function ChatPanel({ slug, mode }: { slug: string; mode: ChatMode }) {
+// How often the panel asks the server how many are in the room, where the
+// page around it does not tell it (the pop-out).
+const OCCUPANTS_POLL_MS = 20000;
+
+// The head's count: the room's own count (the server stops sending ordinary
+// occupants' presence past 100 people, so the client's list is short in big
+// rooms), or the presence list when that is larger (someone just joined).
+export function occupantCount(server: number | undefined, presence: number | undefined): number {
+  const s = typeof server === 'number' && server >= 0 ? server : -1;
+  const p = typeof presence === 'number' ? presence : -1;
+  return Math.max(s, p, 0);
+}
+
+export function ChatPanel({ slug, mode, chatters }: { slug: string; mode: ChatMode; chatters?: number }) {
   const { me } = useSession();
   const [info, setInfo] = useState<ChatInfo | null>(null);
   const [loadError, setLoadError] = useState('');
@@ -127,6 +141,7 @@ export function ChatPanel({ slug, mode }: { slug: string; mode: ChatMode }) {
   const [nickError, setNickError] = useState('');
   const [showPeople, setShowPeople] = useState(false);
   const [actionError, setActionError] = useState('');
+  const [roomCount, setRoomCount] = useState<number | undefined>(undefined);
   const list = useRef<HTMLOListElement>(null);
   const stick = useRef(true);
   const refusals = useRef(0);
@@ -163,6 +178,29 @@ export function ChatPanel({ slug, mode }: { slug: string; mode: ChatMode }) {
       clearTimeout(timer);
     };
   }, [slug]);
+
+  // The room's occupant count: from the page (the channel's "chatters", which
+  // it polls anyway) or, alone in a pop-out, from GET .../chat now and then.
+  // Only the count is taken: a new info object would restart the client.
+  useEffect(() => {
+    if (typeof chatters === 'number') {
+      setRoomCount(chatters);
+      return;
+    }
+    if (readOnly || !info || !info.enabled) return;
+    setRoomCount(info.occupants);
+    let alive = true;
+    const t = window.setInterval(() => {
+      get<ChatInfo>(`/channels/${enc(slug)}/chat${invite ? `?invite=${enc(invite)}` : ''}`).then(
+        (i) => alive && setRoomCount(i.occupants),
+        () => undefined,
+      );
+    }, OCCUPANTS_POLL_MS);
+    return () => {
+      alive = false;
+      clearInterval(t);
+    };
+  }, [slug, info, chatters, readOnly]);
 
   // One client per (room, account).
   useEffect(() => {
@@ -318,7 +356,7 @@ export function ChatPanel({ slug, mode }: { slug: string; mode: ChatMode }) {
             onClick={() => setShowPeople(!showPeople)}
             title="People in the chat"
           >
-            <span id="chat-occupants">{c?.occupants.size ?? info?.occupants ?? 0}</span> here
+            <span id="chat-occupants">{occupantCount(roomCount ?? info?.occupants, c?.occupants.size)}</span> here
           </button>
           {mode === 'page' ? (
             <a class="chat-popout-link" href={`/c/${enc(slug)}/chat`} target="_blank" rel="noopener">
@@ -338,6 +376,11 @@ export function ChatPanel({ slug, mode }: { slug: string; mode: ChatMode }) {
               {moderator && o.nick !== c?.nick ? <ModMenu label={`Moderate ${o.nick}`} items={occupantItems(o)} /> : null}
             </li>
           ))}
+          {(roomCount ?? 0) > people.length ? (
+            <li class="chat-person chat-more muted">
+              and {(roomCount ?? 0) - people.length} more (in a big room the list shows only some)
+            </li>
+          ) : null}
         </ul>
       ) : null}
       <ol
