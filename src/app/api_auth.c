@@ -978,8 +978,9 @@ int api_auth_me_delete(struct app *app, struct db *db, struct http_request *req,
     auth_throttle_ip_key(http_request_client_ip(req), c.ip_key, sizeof c.ip_key);
     do_me_delete(&c, fn, ud);
     json_decref(c.body);
+    /* After the handler: http_response_error() clears headers set before it.
+     * (nosniff is the job's, in api_channels.c, as on all its answers.) */
     http_response_header(req, "Cache-Control", "no-store");
-    http_response_header(req, "X-Content-Type-Options", "nosniff");
     return 0;
 }
 
