@@ -6,6 +6,8 @@
  *   hearth migrate status|up     look at or apply database migrations
  *   hearth user add|list         accounts
  *   hearth channel add|list|key-reset
+ *   hearth topic add|list|remove  the topics channels are filed under
+ *   hearth setting list|get|set   admin settings kept in the database
  *   hearth version
  *
  * Every command reads the same configuration (--config PATH, $HEARTH_CONFIG,
@@ -25,6 +27,7 @@
 
 #include "app/accounts.h"
 #include "app/app.h"
+#include "app/settings.h"
 #include "chat/c2s_ws.h"
 #include "chat/muc.h"
 #include "chat/xmpp.h"
@@ -62,6 +65,12 @@ static void usage(FILE *f)
           "  channel add --owner NAME --title TITLE [--slug S] [--topic T] [--json]\n"
           "  channel list [--json]\n"
           "  channel key-reset SLUG [--json]\n"
+          "  topic add NAME [--json]\n"
+          "  topic list [--json]\n"
+          "  topic remove SLUG\n"
+          "  setting list [--json]                  registration_roles, max_channels_per_user\n"
+          "  setting get KEY\n"
+          "  setting set KEY VALUE\n"
           "  version\n",
           f);
 }
@@ -622,6 +631,170 @@ static int cmd_channel(const struct config *cfg, const struct args *a)
     return usage_error("unknown channel command '%s'", sub);
 }
 
+/* ---- topics ------------------------------------------------------------------ */
+
+static json_t *topic_json(const struct topic *t)
+{
+    return json_pack("{s:I, s:s, s:s, s:I}", "id", (json_int_t)t->id, "name", t->name, "slug",
+                     t->slug, "created_at", (json_int_t)t->created_at);
+}
+
+static int print_topic_row(const struct topic *t, void *ud)
+{
+    if (ud)
+        return json_array_append_new(ud, topic_json(t));
+    printf("%-24s %s\n", t->slug, t->name);
+    return 0;
+}
+
+static int cmd_topic(const struct config *cfg, const struct args *a)
+{
+    if (a->npos < 1)
+        return usage_error("%s", "usage: hearth topic add|list|remove ...");
+    const char *sub = a->pos[0];
+    char err[1024];
+    struct db *db;
+    int rc;
+    if (strcmp(sub, "add") == 0) {
+        if (a->npos != 2)
+            return usage_error("%s", "usage: hearth topic add NAME [--json]");
+        if ((rc = open_db(cfg, &db, true)))
+            return rc;
+        struct topic t;
+        rc = topic_add(db, a->pos[1], &t, err, sizeof err);
+        db_close(db);
+        if (rc) {
+            fprintf(stderr, "hearth: %s\n", err);
+            return 1;
+        }
+        if (a->json) {
+            json_t *o = topic_json(&t);
+            print_json(o);
+            json_decref(o);
+        } else {
+            printf("topic '%s' added (slug %s)\n", t.name, t.slug);
+        }
+        return 0;
+    }
+    if (strcmp(sub, "list") == 0) {
+        if (a->npos != 1)
+            return usage_error("%s", "usage: hearth topic list [--json]");
+        if ((rc = open_db(cfg, &db, true)))
+            return rc;
+        json_t *arr = a->json ? json_array() : NULL;
+        if (!arr)
+            printf("%-24s %s\n", "SLUG", "NAME");
+        rc = topic_list(db, print_topic_row, arr, err, sizeof err);
+        db_close(db);
+        if (rc) {
+            fprintf(stderr, "hearth: %s\n", err);
+            json_decref(arr);
+            return 1;
+        }
+        if (arr) {
+            json_t *o = json_pack("{s:o}", "topics", arr);
+            print_json(o);
+            json_decref(o);
+        }
+        return 0;
+    }
+    if (strcmp(sub, "remove") == 0) {
+        if (a->npos != 2)
+            return usage_error("%s", "usage: hearth topic remove SLUG");
+        if ((rc = open_db(cfg, &db, true)))
+            return rc;
+        rc = topic_remove(db, a->pos[1], err, sizeof err);
+        db_close(db);
+        if (rc) {
+            fprintf(stderr, "hearth: %s\n", err);
+            return 1;
+        }
+        printf("topic '%s' removed; its channels have no topic now\n", a->pos[1]);
+        return 0;
+    }
+    return usage_error("unknown topic command '%s'", sub);
+}
+
+/* ---- settings ------------------------------------------------------------------ */
+
+static int cmd_setting(const struct config *cfg, const struct args *a)
+{
+    if (a->npos < 1)
+        return usage_error("%s", "usage: hearth setting list|get|set ...");
+    const char *sub = a->pos[0];
+    char err[1024], value[SETTING_VALUE_MAX];
+    struct db *db;
+    int rc;
+    if (strcmp(sub, "list") == 0) {
+        if (a->npos != 1)
+            return usage_error("%s", "usage: hearth setting list [--json]");
+        if ((rc = open_db(cfg, &db, true)))
+            return rc;
+        size_t n;
+        const struct setting_def *defs = settings_all(&n);
+        json_t *arr = a->json ? json_array() : NULL;
+        if (!arr)
+            printf("%-24s %-24s %s\n", "KEY", "VALUE", "ABOUT");
+        for (size_t i = 0; i < n; i++) {
+            bool is_default;
+            if ((rc = settings_get(db, defs[i].key, value, &is_default, err, sizeof err)) < 0) {
+                fprintf(stderr, "hearth: %s\n", err);
+                json_decref(arr);
+                db_close(db);
+                return 1;
+            }
+            if (arr)
+                json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:b, s:s}", "key",
+                                                     defs[i].key, "value", value, "default",
+                                                     defs[i].def, "is_default", is_default,
+                                                     "about", defs[i].about));
+            else
+                printf("%-24s %-24s %s%s\n", defs[i].key, value, defs[i].about,
+                       is_default ? " (default)" : "");
+        }
+        db_close(db);
+        if (arr) {
+            json_t *o = json_pack("{s:o}", "settings", arr);
+            print_json(o);
+            json_decref(o);
+        }
+        return 0;
+    }
+    if (strcmp(sub, "get") == 0) {
+        if (a->npos != 2)
+            return usage_error("%s", "usage: hearth setting get KEY");
+        if (!settings_find(a->pos[1]))
+            return usage_error("unknown setting '%s' (see: hearth setting list)", a->pos[1]);
+        if ((rc = open_db(cfg, &db, true)))
+            return rc;
+        rc = settings_get(db, a->pos[1], value, NULL, err, sizeof err);
+        db_close(db);
+        if (rc) {
+            fprintf(stderr, "hearth: %s\n", err);
+            return 1;
+        }
+        puts(value);
+        return 0;
+    }
+    if (strcmp(sub, "set") == 0) {
+        if (a->npos != 3)
+            return usage_error("%s", "usage: hearth setting set KEY VALUE");
+        if (!settings_find(a->pos[1]))
+            return usage_error("unknown setting '%s' (see: hearth setting list)", a->pos[1]);
+        if ((rc = open_db(cfg, &db, true)))
+            return rc;
+        rc = settings_set(db, a->pos[1], a->pos[2], value, err, sizeof err);
+        db_close(db);
+        if (rc) {
+            fprintf(stderr, "hearth: %s\n", err);
+            return 1;
+        }
+        printf("%s = %s\n", a->pos[1], value);
+        return 0;
+    }
+    return usage_error("unknown setting command '%s'", sub);
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 static char **argv_copy;
@@ -693,5 +866,9 @@ int main(int argc, char **argv)
         return cmd_user(&cfg, &a);
     if (strcmp(cmd, "channel") == 0)
         return cmd_channel(&cfg, &a);
+    if (strcmp(cmd, "topic") == 0)
+        return cmd_topic(&cfg, &a);
+    if (strcmp(cmd, "setting") == 0)
+        return cmd_setting(&cfg, &a);
     return usage_error("unknown command '%s'", cmd);
 }

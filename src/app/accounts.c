@@ -589,14 +589,14 @@ int account_authenticate(struct db *db, const char *name, const char *password,
 
 /* ---- topics ---- */
 
+static int topic_name_valid(const char *name, char *err, size_t errlen);
+
 int topic_add(struct db *db, const char *name, struct topic *out, char *err, size_t errlen)
 {
-    size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > TOPIC_NAME_MAX || !util_text_ok(name, NULL) || strspn(name, " ") == n)
-        return fail(-EINVAL, err, errlen,
-                    "a topic name is 1 to %d bytes of UTF-8 text without control characters",
-                    TOPIC_NAME_MAX);
-    int rc = db_begin(db);
+    int rc = topic_name_valid(name, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = db_begin(db);
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "adding the topic");
     bool found;
@@ -673,6 +673,102 @@ int topic_list(struct db *db, int (*fn)(const struct topic *t, void *ud), void *
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "listing topics");
     return 0;
+}
+
+static int topic_name_valid(const char *name, char *err, size_t errlen)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > TOPIC_NAME_MAX || !util_text_ok(name, NULL) || strspn(name, " ") == n)
+        return fail(-EINVAL, err, errlen,
+                    "a topic name is 1 to %d bytes of UTF-8 text without control characters",
+                    TOPIC_NAME_MAX);
+    return 0;
+}
+
+int topic_find(struct db *db, const char *slug, struct topic *out, char *err, size_t errlen)
+{
+    struct db_stmt *st;
+    int rc = db_prepare(db, "SELECT id, name, slug, created_at FROM topics WHERE slug = ?", &st);
+    if (rc < 0)
+        return db_failed(db, rc, err, errlen, "looking up the topic");
+    db_bind_text(st, 1, slug ? slug : "");
+    rc = db_step(st);
+    if (rc == DB_ROW && out) {
+        memset(out, 0, sizeof *out);
+        out->id = db_column_int64(st, 0);
+        copy_text(out->name, db_column_text(st, 1), sizeof out->name);
+        copy_text(out->slug, db_column_text(st, 2), sizeof out->slug);
+        out->created_at = db_column_int64(st, 3);
+    }
+    db_finalize(st);
+    if (rc < 0)
+        return db_failed(db, rc, err, errlen, "looking up the topic");
+    if (rc != DB_ROW)
+        return fail(-ENOENT, err, errlen, "no topic '%s'",
+                    slug && util_text_ok(slug, NULL) ? slug : "?");
+    return 0;
+}
+
+int topic_rename(struct db *db, const char *slug, const char *name, struct topic *out, char *err,
+                 size_t errlen)
+{
+    int rc = topic_name_valid(name, err, errlen);
+    if (rc < 0)
+        return rc;
+    struct topic t;
+    if ((rc = db_begin(db)) < 0)
+        return db_failed(db, rc, err, errlen, "renaming the topic");
+    if ((rc = topic_find(db, slug, &t, err, errlen)) < 0) {
+        db_rollback(db);
+        return rc;
+    }
+    /* Another topic may hold the name; this one may change only its case. */
+    struct db_stmt *st;
+    if ((rc = db_prepare(db, "SELECT name FROM topics WHERE name = ? AND id != ?", &st)) < 0)
+        goto dberr;
+    db_bind_text(st, 1, name);
+    db_bind_int64(st, 2, t.id);
+    char existing[TOPIC_NAME_MAX + 1] = "";
+    rc = db_step(st);
+    if (rc == DB_ROW)
+        copy_text(existing, db_column_text(st, 0), sizeof existing);
+    db_finalize(st);
+    if (rc < 0)
+        goto dberr;
+    if (rc == DB_ROW) {
+        db_rollback(db);
+        return fail(-EEXIST, err, errlen, "a topic named '%s' already exists", existing);
+    }
+    if ((rc = db_prepare(db, "UPDATE topics SET name = ? WHERE id = ?", &st)) < 0)
+        goto dberr;
+    db_bind_text(st, 1, name);
+    db_bind_int64(st, 2, t.id);
+    rc = db_step(st);
+    db_finalize(st);
+    if (rc < 0 || (rc = db_commit(db)) < 0)
+        goto dberr;
+    copy_text(t.name, name, sizeof t.name);
+    if (out)
+        *out = t;
+    log_info("accounts: topic '%s' is now called '%s'", t.slug, name);
+    return 0;
+dberr:
+    db_failed(db, rc, err, errlen, "renaming the topic");
+    db_rollback(db);
+    return rc;
+}
+
+int topic_remove(struct db *db, const char *slug, char *err, size_t errlen)
+{
+    /* Its channels keep going without a topic (ON DELETE SET NULL). */
+    int rc = update_named(db, "DELETE FROM topics WHERE slug = ?", NULL, 0, false,
+                          slug ? slug : "", "removing the topic", err, errlen);
+    if (rc == -ENOENT)
+        return fail(rc, err, errlen, "no topic '%s'",
+                    slug && util_text_ok(slug, NULL) ? slug : "?");
+    if (rc == 0)
+        log_info("accounts: removed topic '%s'", slug);
+    return rc;
 }
 
 /* ---- channels ---- */

@@ -125,6 +125,16 @@ int account_email_valid(const char *email, char *err, size_t errlen);
 int topic_add(struct db *db, const char *name, struct topic *out, char *err, size_t errlen);
 int topic_list(struct db *db, int (*fn)(const struct topic *t, void *ud), void *ud, char *err,
                size_t errlen);
+/* The topic with this slug; -ENOENT when there is none. */
+int topic_find(struct db *db, const char *slug, struct topic *out, char *err, size_t errlen);
+/*
+ * A new name for the topic with this slug. The slug stays, so /topic/<slug>
+ * links keep working. -EEXIST when another topic has the name.
+ */
+int topic_rename(struct db *db, const char *slug, const char *name, struct topic *out, char *err,
+                 size_t errlen);
+/* Remove a topic; its channels are left without one. */
+int topic_remove(struct db *db, const char *slug, char *err, size_t errlen);
 
 /* ---- channels ---- */
 

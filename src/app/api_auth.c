@@ -11,7 +11,7 @@
  *   POST   /api/v1/auth/password-reset/confirm  {token, password}
  *   GET    /api/v1/me
  *   PATCH  /api/v1/me                           {email?, password?, current_password}
- *   DELETE /api/v1/me                           {password}
+ *   DELETE /api/v1/me                           {password}   (routed by api_channels.c)
  *   POST   /api/v1/me/totp                      -> {secret, uri}
  *   POST   /api/v1/me/totp/confirm              {code}
  *   DELETE /api/v1/me/totp                      {code} or {password}
@@ -29,6 +29,11 @@
  * success: one valid account must not let an attacker reset its IP's count
  * between guesses at others. Password confirmations on /me and TOTP codes
  * count the same way.
+ *
+ * DELETE /api/v1/me is registered by api_channels.c, which owns what must
+ * happen to the account's channels (their streams end on the loop, their
+ * images and chat rooms go); its rules (a session, the password, the
+ * throttle) are here, in api_auth_me_delete, which calls back for the data.
  *
  * What a stolen API key must not reach: minting more keys, the password or
  * e-mail address, TOTP, deleting the account (auth_require_session). It may
@@ -51,6 +56,7 @@
 #include "app/app.h"
 #include "app/auth.h"
 #include "app/mail.h"
+#include "app/settings.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -65,7 +71,6 @@
 #define API_KEY_NAME_MAX 64
 #define API_KEY_MAX_LIFETIME (10LL * 366 * 24 * 3600)
 #define THROTTLE_SLOTS 16384
-#define DEFAULT_REGISTRATION_ROLES "streamer,user"
 
 static struct auth_throttle *throttle;
 
@@ -422,7 +427,6 @@ ROUTE(reset, NEED_BODY | SAME_ORIGIN)
 ROUTE(reset_confirm, NEED_BODY | SAME_ORIGIN)
 ROUTE(me, 0)
 ROUTE(me_patch, NEED_BODY)
-ROUTE(me_delete, NEED_BODY)
 ROUTE(totp_begin, 0)
 ROUTE(totp_confirm, NEED_BODY)
 ROUTE(totp_delete, NEED_BODY)
@@ -432,19 +436,13 @@ ROUTE(keys_delete, 0)
 
 /* ---- registration and verification ---- */
 
-static void registration_roles(struct db *db, char *out, size_t n)
+/* The roles of a new account (the registration_roles setting), normalised. */
+static void registration_roles(struct db *db, char out[SETTING_VALUE_MAX])
 {
-    char raw[256] = DEFAULT_REGISTRATION_ROLES;
-    struct db_stmt *st;
-    if (db_prepare(db, "SELECT value FROM settings WHERE key = 'registration_roles'", &st) == 0) {
-        if (db_step(st) == DB_ROW)
-            snprintf(raw, sizeof raw, "%s", db_column_text(st, 0));
-        db_finalize(st);
-    }
     char err[256];
-    if (account_roles_normalize(raw, out, n, err, sizeof err) < 0) {
-        log_warn("auth: setting registration_roles: %s; new accounts get 'user'", err);
-        snprintf(out, n, "user");
+    if (settings_get(db, "registration_roles", out, NULL, err, sizeof err) < 0) {
+        log_warn("auth: %s; new accounts get 'user'", err);
+        snprintf(out, SETTING_VALUE_MAX, "user");
     }
 }
 
@@ -468,8 +466,8 @@ static int do_register(struct call *c)
         }
         email = NULL;
     }
-    char roles[64], err[256];
-    registration_roles(c->db, roles, sizeof roles);
+    char roles[SETTING_VALUE_MAX], err[256];
+    registration_roles(c->db, roles);
 
     /*
      * One transaction, so that an account that must verify is never, even
@@ -951,21 +949,38 @@ static int do_me_patch(struct call *c)
     return 0;
 }
 
-static int do_me_delete(struct call *c)
+static int do_me_delete(struct call *c, api_auth_delete_fn fn, void *ud)
 {
     static const char *const allowed[] = {"password", NULL};
     const char *password;
-    if (!auth_require_session(c->req, &c->a) || !keys_only(c, allowed) ||
-        !get_str(c, "password", true, ACCOUNT_PASSWORD_MAX, &password) ||
+    if (!auth_require_session(c->req, &c->a))
+        return 0;
+    if (!(c->body = auth_json_body(c->req, AUTH_JSON_MAX)))
+        return 0;
+    if (!keys_only(c, allowed) || !get_str(c, "password", true, ACCOUNT_PASSWORD_MAX, &password) ||
         !confirm_password(c, password))
         return 0;
     char err[256];
-    int rc = account_user_delete(c->db, c->a.user.name, err, sizeof err);
+    int rc = fn(c->db, &c->a.user, ud, err, sizeof err);
     if (rc < 0)
         return fail_accounts(c, rc, err);
     log_info("http %s: auth: user '%s' deleted their account", c->req->remote, c->a.user.name);
     set_session_cookie(c, "", 0);
     reply(c, 200, json_pack("{s:b}", "ok", 1));
+    return 0;
+}
+
+int api_auth_me_delete(struct app *app, struct db *db, struct http_request *req,
+                       const struct auth_ctx *a, api_auth_delete_fn fn, void *ud)
+{
+    struct call c = {.app = app, .cfg = app->cfg, .req = req, .db = db, .a = *a,
+                     .now = util_now_unix()};
+    auth_throttle_ip_key(http_request_client_ip(req), c.ip_key, sizeof c.ip_key);
+    do_me_delete(&c, fn, ud);
+    json_decref(c.body);
+    /* After the handler: http_response_error() clears headers set before it.
+     * (nosniff is the job's, in api_channels.c, as on all its answers.) */
+    http_response_header(req, "Cache-Control", "no-store");
     return 0;
 }
 
@@ -1447,7 +1462,6 @@ int api_auth_register(struct app *app, struct http_server *srv)
         {"POST", "/api/v1/auth/password-reset/confirm", h_reset_confirm},
         {"GET", "/api/v1/me", h_me},
         {"PATCH", "/api/v1/me", h_me_patch},
-        {"DELETE", "/api/v1/me", h_me_delete},
         {"POST", "/api/v1/me/totp", h_totp_begin},
         {"POST", "/api/v1/me/totp/confirm", h_totp_confirm},
         {"DELETE", "/api/v1/me/totp", h_totp_delete},

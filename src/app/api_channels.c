@@ -5,13 +5,14 @@
  *   GET    /channels                     ?topic= ?q= ?owner= ?sort= ?limit= ?offset=
  *   POST   /channels                     {title, slug?, topic?, description?, record?,
  *                                         chat_enabled?, protected?}    streamer or admin
- *   GET    /channels/:slug               public view; owner/admin: stream_key, obs
+ *   GET    /channels/:slug               public view; owner: stream_key, obs; admin:
+ *                                         rtmp_url, has_invite_code (never the key)
  *   PATCH  /channels/:slug               {title?, description?, topic?, live_title?,
  *                                         record?, chat_enabled?, protected?,
  *                                         chat_guests_may_talk?, chat_slow_mode?,
  *                                         chat_subject?}  owner/admin
  *   DELETE /channels/:slug               owner/admin; ends its stream
- *   POST   /channels/:slug/stream-key    owner/admin: a new key
+ *   POST   /channels/:slug/stream-key    owner/admin: a new key (shown to the owner only)
  *   POST   /channels/:slug/follow        {notify_email?}    a user
  *   DELETE /channels/:slug/follow
  *   POST   /channels/:slug/invite-code   owner/admin: a new code, shown once
@@ -26,6 +27,10 @@
  *   GET    /live                         ?topic=
  *   GET    /topics
  *   POST   /topics                       {name}    admin
+ *   PATCH  /topics/:slug                 {name}    admin; the slug stays
+ *   DELETE /topics/:slug                 admin; its channels are left without a topic
+ *   DELETE /me                           {password}: the account, as api_auth.c rules,
+ *                                         and its channels as DELETE /channels/:slug
  *
  * Threads. Most of these need the database, which only a worker may touch,
  * and many also need the loop's state afterwards: a DELETE must end the
@@ -42,6 +47,22 @@
  * but nothing is sent. GET /live needs no database at all: it is answered
  * on the loop from the live directory (viewers.c), which the hub's hooks
  * keep current and a worker fills with titles when a stream starts.
+ *
+ * A channel that goes (DELETE /channels/:slug, or its owner's DELETE /me)
+ * goes one way: the row is deleted on the worker, then its chat room is
+ * told, its images are removed (channel_gone), and on the loop its stream
+ * ends, which drops the publisher, and its HLS address answers 404 at once
+ * rather than lingering (end_gone). DELETE /me is a route of this file for
+ * that reason: the password and session rules stay in api_auth.c
+ * (api_auth_me_delete), which calls back here for the channels.
+ *
+ * Peak viewers: the live directory keeps each stream's peak; the sweep hands
+ * a rising peak to on_peak at most every VIEWERS_PEAK_SAVE_MS, and a worker
+ * writes it to the stream's row, so a crash loses at most that much. The
+ * stream's end writes the final one.
+ *
+ * Search: GET /channels?q= also returns "users", the accounts whose name
+ * contains q, with or without channels.
  *
  * Nothing the server sends here is HTML: every answer is JSON (or an image
  * whose bytes were checked to be PNG, JPEG or WebP), with
@@ -72,6 +93,7 @@
 #include "app/auth.h"
 #include "app/channels_extra.h"
 #include "app/mail.h"
+#include "app/settings.h"
 #include "app/viewers.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -135,9 +157,18 @@ struct job {
     char topic[TOPIC_NAME_MAX + 1];
     char topic_slug[CHANNEL_SLUG_MAX + 1];
     char avatar_url[200];
-    bool end_stream;  /* the channel is gone */
+    struct gone *gone; /* channels deleted: finish ends their streams */
+    size_t ngone, capgone;
+    bool topic_changed; /* a topic was renamed or removed: */
+    bool topic_removed;
+    char topic_name[TOPIC_NAME_MAX + 1];
     bool add_live;    /* out is a channel: add "live" */
     bool add_live_list; /* out has "channels": add "live" to each */
+};
+
+struct gone {
+    char slug[CHANNEL_SLUG_MAX + 1];
+    int64_t channel_id;
 };
 
 static size_t str_need(const char *s) { return s ? strlen(s) + 1 : 0; }
@@ -155,6 +186,7 @@ static char *str_put(char **p, const char *s)
 
 static void job_free(struct job *j)
 {
+    free(j->gone);
     json_decref(j->out);
     buf_free(&j->sh.body);
     buf_free(&j->sh.res.headers);
@@ -388,17 +420,32 @@ static void note_channel(struct job *j, const struct channel_ext *c)
     snprintf(j->owner, sizeof j->owner, "%s", c->c.owner_name);
     snprintf(j->topic, sizeof j->topic, "%s", c->c.topic);
     snprintf(j->topic_slug, sizeof j->topic_slug, "%s", c->topic_slug);
-    json_t *tmp = channel_ext_to_json(c, NULL, NULL, false);
+    json_t *tmp = channel_ext_to_json(c, NULL, NULL, CHANNEL_VIEW_PUBLIC);
     const char *av = json_string_value(json_object_get(tmp, "avatar_url"));
     snprintf(j->avatar_url, sizeof j->avatar_url, "%s", av ? av : "");
     json_decref(tmp);
 }
 
-/* A channel as the API shows it, with its chat settings and the room's occupants. */
-static json_t *channel_json(struct job *j, struct db *db, const struct channel_ext *c,
-                            bool owner_view)
+/* What the caller may see of c: the key is its owner's alone. */
+static enum channel_view view_of(struct job *j, const struct channel_ext *c)
 {
-    json_t *o = channel_ext_to_json(c, cfg_of(j)->site.public_url, cfg_of(j)->rtmp.listen, owner_view);
+    if (auth_is_user(&j->auth) && j->auth.user.id == c->c.owner_id)
+        return CHANNEL_VIEW_OWNER;
+    if (auth_can_manage(&j->auth, c->c.owner_id))
+        return CHANNEL_VIEW_MANAGER;
+    return CHANNEL_VIEW_PUBLIC;
+}
+
+/*
+ * A channel as the API shows it, with its chat settings and the room's
+ * occupants: as the caller may see it when personal, else the public view
+ * (lists never carry anyone's key).
+ */
+static json_t *channel_json(struct job *j, struct db *db, const struct channel_ext *c,
+                            bool personal)
+{
+    json_t *o = channel_ext_to_json(c, cfg_of(j)->site.public_url, cfg_of(j)->rtmp.listen,
+                                    personal ? view_of(j, c) : CHANNEL_VIEW_PUBLIC);
     struct chat_settings cs;
     if (o && chat_settings_load(db, c->c.id, &cs) == 0)
         chat_channel_json(j->api->app, o, c->c.id, &cs);
@@ -522,24 +569,82 @@ static void add_live(struct chan_api *api, json_t *ch)
                                   (json_int_t)l->peak, "title", title));
 }
 
+/* A channel's row is gone (worker): what else it had goes too, and finish ends its stream. */
+static void channel_gone(struct job *j, const struct channel_ext *c);
+
+/* The loop's part of a channel that is gone. */
+static void end_gone(struct chan_api *api, const struct gone *g)
+{
+    viewers_access_set(api->viewers, g->slug, g->channel_id, false, 0, NULL);
+    /* Only streams the directory knows: the hub is gone once they have all ended. */
+    if (!viewers_live_find(api->viewers, g->slug) || !api->hub)
+        return;
+    struct stream *s = stream_hub_find(api->hub, g->slug);
+    if (!s)
+        return;
+    log_info("stream %s: the channel was deleted; ending its stream", g->slug);
+    /* Its HLS address answers 404 now, not the ended stream's last minute. */
+    viewers_channel_gone(api->viewers, g->slug, uv_now(api->loop));
+    stream_end(s); /* the publisher is dropped on its next frame */
+}
+
+/* A topic was renamed or removed: live channels filed under it show that at once. */
+struct topic_fix {
+    char slug[CHANNEL_SLUG_MAX + 1];
+    uint64_t session;
+    char title[CHANNEL_TITLE_MAX + 1];
+    char owner[ACCOUNT_NAME_MAX + 1];
+    char avatar_url[200];
+};
+
+struct topic_fixes {
+    const char *topic_slug;
+    struct topic_fix *v;
+    size_t n, cap;
+};
+
+static void topic_fix_one(const struct viewers_live *l, void *ud)
+{
+    struct topic_fixes *f = ud;
+    if (!l->info_loaded || strcmp(l->topic_slug, f->topic_slug) != 0)
+        return;
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? 2 * f->cap : 8;
+        struct topic_fix *v = realloc(f->v, cap * sizeof *v);
+        if (!v)
+            return;
+        f->v = v;
+        f->cap = cap;
+    }
+    struct topic_fix *x = &f->v[f->n++];
+    snprintf(x->slug, sizeof x->slug, "%s", l->slug);
+    x->session = l->session;
+    snprintf(x->title, sizeof x->title, "%s", l->title);
+    snprintf(x->owner, sizeof x->owner, "%s", l->owner);
+    snprintf(x->avatar_url, sizeof x->avatar_url, "%s", l->avatar_url);
+}
+
+static void finish_topic(struct job *j)
+{
+    if (!j->topic_changed)
+        return;
+    struct topic_fixes f = {.topic_slug = j->slug};
+    viewers_live_foreach(j->api->viewers, topic_fix_one, &f);
+    for (size_t i = 0; i < f.n; i++)
+        viewers_live_set_info(j->api->viewers, f.v[i].slug, f.v[i].session, f.v[i].title,
+                              f.v[i].owner, j->topic_removed ? "" : j->topic_name,
+                              j->topic_removed ? "" : j->slug, f.v[i].avatar_url);
+    free(f.v);
+}
+
 /* The door and the live directory learn what the worker changed. */
 static void finish_channel(struct job *j)
 {
     struct chan_api *api = j->api;
-    if (!j->slug[0])
+    for (size_t i = 0; i < j->ngone; i++)
+        end_gone(api, &j->gone[i]);
+    if (j->ngone || !j->slug[0])
         return;
-    if (j->end_stream) {
-        viewers_access_set(api->viewers, j->slug, j->channel_id, false, 0, NULL);
-        /* Only streams the directory knows: the hub is gone once they have all ended. */
-        if (viewers_live_find(api->viewers, j->slug) && api->hub) {
-            struct stream *s = stream_hub_find(api->hub, j->slug);
-            if (s) {
-                log_info("stream %s: the channel was deleted; ending its stream", j->slug);
-                stream_end(s);
-            }
-        }
-        return;
-    }
     if (j->access_changed)
         viewers_access_set(api->viewers, j->slug, j->channel_id, j->is_protected, j->access_gen,
                            j->invite_hash);
@@ -562,6 +667,28 @@ static int list_one(const struct channel_ext *c, void *ud)
     struct list_ctx *lc = ud;
     json_t *o = channel_json(lc->j, lc->db, c, false);
     return o && json_array_append_new(lc->arr, o) == 0 ? 0 : -ENOMEM;
+}
+
+/* A user found by a search: what a public profile shows, and where it is. */
+static int user_one(const struct user *u, void *ud)
+{
+    char url[ACCOUNT_NAME_MAX * 3 + 8];
+    size_t n = (size_t)snprintf(url, sizeof url, "/u/");
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)u->name; *p && n + 4 < sizeof url; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '_' || *p == '.' || *p == '~') {
+            url[n++] = (char)*p;
+        } else {
+            url[n++] = '%';
+            url[n++] = hex[*p >> 4];
+            url[n++] = hex[*p & 15];
+        }
+    }
+    url[n] = '\0';
+    json_t *o = json_pack("{s:s, s:I, s:s}", "name", u->name, "created_at",
+                          (json_int_t)u->created_at, "profile_url", url);
+    return o && json_array_append_new(ud, o) == 0 ? 0 : -ENOMEM;
 }
 
 static void run_list(struct job *j, struct db *db)
@@ -613,7 +740,15 @@ static void run_list(struct job *j, struct db *db)
         fail_rc(j, rc, err);
         return;
     }
-    reply(j, 200, json_pack("{s:o, s:i, s:i}", "channels", lc.arr, "limit", limit, "offset", offset));
+    json_t *users = json_array();
+    if (q[0] && (rc = user_search(db, q, USER_SEARCH_MAX, user_one, users, err, sizeof err)) < 0) {
+        json_decref(lc.arr);
+        json_decref(users);
+        fail_rc(j, rc, err);
+        return;
+    }
+    reply(j, 200, json_pack("{s:o, s:o, s:i, s:i}", "channels", lc.arr, "users", users, "limit",
+                            limit, "offset", offset));
     j->add_live_list = true;
     http_response_header(&j->sh, "Cache-Control", "no-cache");
 }
@@ -727,11 +862,13 @@ static void run_create(struct job *j, struct db *db)
     int64_t cap = CHANNELS_PER_USER_DEFAULT, owned = 0;
     int rc;
     if (!admin) {
-        if ((rc = settings_get_int(db, "max_channels_per_user", CHANNELS_PER_USER_DEFAULT, &cap)) < 0 ||
+        char v[SETTING_VALUE_MAX], why[256];
+        if ((rc = settings_get(db, "max_channels_per_user", v, NULL, why, sizeof why)) < 0 ||
             (rc = channel_count_owned(db, j->auth.user.id, &owned)) < 0) {
             db_fail(j, db, rc, "counting channels");
             goto out;
         }
+        cap = strtoll(v, NULL, 10);
         if (owned >= cap) {
             char msg[128];
             snprintf(msg, sizeof msg, "you may own at most %lld channel%s", (long long)cap,
@@ -797,8 +934,7 @@ static void run_get(struct job *j, struct db *db)
         free(c);
         return;
     }
-    bool owner = auth_can_manage(&j->auth, c->c.owner_id);
-    json_t *o = channel_json(j, db, c, owner);
+    json_t *o = channel_json(j, db, c, true);
     if (o && auth_is_user(&j->auth)) {
         bool following = false, notify = false;
         channel_follow_state(db, j->auth.user.id, c->c.id, &following, &notify);
@@ -861,6 +997,27 @@ static void remove_file(struct job *j, const char *rel)
         log_warn("channels: cannot remove %s: %s", path, strerror(errno));
 }
 
+static void channel_gone(struct job *j, const struct channel_ext *c)
+{
+    chat_room_changed(j->api->app, c->c.id, NULL); /* the room closes */
+    remove_file(j, c->avatar_path);
+    remove_file(j, c->banner_path);
+    if (j->ngone == j->capgone) {
+        size_t cap = j->capgone ? 2 * j->capgone : 4;
+        struct gone *g = realloc(j->gone, cap * sizeof *g);
+        if (!g) {
+            log_error("http %s: channel '%s' deleted, but its live stream (if any) goes on: out "
+                      "of memory", j->sh.remote, c->c.slug);
+            return;
+        }
+        j->gone = g;
+        j->capgone = cap;
+    }
+    struct gone *g = &j->gone[j->ngone++];
+    snprintf(g->slug, sizeof g->slug, "%s", c->c.slug);
+    g->channel_id = c->c.id;
+}
+
 static void run_delete(struct job *j, struct db *db)
 {
     struct channel_ext *c = load_channel(j, db);
@@ -875,10 +1032,7 @@ static void run_delete(struct job *j, struct db *db)
         goto out;
     }
     log_info("http %s: channel '%s' deleted by '%s'", j->sh.remote, c->c.slug, j->auth.user.name);
-    chat_room_changed(j->api->app, c->c.id, NULL); /* the room closes */
-    remove_file(j, c->avatar_path);
-    remove_file(j, c->banner_path);
-    j->end_stream = true;
+    channel_gone(j, c);
     http_response_status(&j->sh, 204);
 out:
     free(c);
@@ -1455,6 +1609,126 @@ static void run_topics(struct job *j, struct db *db)
     http_response_header(&j->sh, "Cache-Control", "no-cache");
 }
 
+/* PATCH /topics/:slug {name} and DELETE /topics/:slug (admin). */
+static void run_topic(struct job *j, struct db *db)
+{
+    if (!auth_require_admin(&j->sh, &j->auth))
+        return;
+    const char *slug = http_request_param(&j->sh, "slug");
+    char err[256];
+    struct topic t;
+    int rc;
+    if (strcmp(j->sh.method_name, "DELETE") == 0) {
+        if ((rc = topic_find(db, slug, &t, err, sizeof err)) < 0 ||
+            (rc = topic_remove(db, t.slug, err, sizeof err)) < 0) {
+            fail_rc(j, rc, err);
+            return;
+        }
+        log_info("http %s: topic '%s' removed by '%s'", j->sh.remote, t.slug, j->auth.user.name);
+        j->topic_changed = j->topic_removed = true;
+        snprintf(j->slug, sizeof j->slug, "%s", t.slug);
+        http_response_status(&j->sh, 204);
+        return;
+    }
+    json_t *b = body_object(j, false);
+    if (!b)
+        return;
+    static const char *const keys[] = {"name", NULL};
+    const char *name;
+    if (!only_keys(j, b, keys) || !body_str(j, b, "name", false, &name, NULL))
+        goto out;
+    if (!name) {
+        bad_field(j, "name", "is required");
+        goto out;
+    }
+    if ((rc = topic_rename(db, slug, name, &t, err, sizeof err)) < 0) {
+        fail_rc(j, rc, err);
+        goto out;
+    }
+    log_info("http %s: topic '%s' renamed by '%s'", j->sh.remote, t.slug, j->auth.user.name);
+    j->topic_changed = true;
+    snprintf(j->slug, sizeof j->slug, "%s", t.slug);
+    snprintf(j->topic_name, sizeof j->topic_name, "%s", t.name);
+    json_t *arr = json_array();
+    topic_one(&t, arr);
+    reply(j, 200, json_incref(json_array_get(arr, 0)));
+    json_decref(arr);
+out:
+    json_decref(b);
+}
+
+/* ==== DELETE /me: the account, and its channels as DELETE /channels/:slug ==== */
+
+struct owned {
+    struct channel_ext *v;
+    size_t n, cap;
+};
+
+static int collect_owned(const struct channel_ext *c, void *ud)
+{
+    struct owned *o = ud;
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? 2 * o->cap : 4;
+        struct channel_ext *v = realloc(o->v, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        o->v = v;
+        o->cap = cap;
+    }
+    o->v[o->n++] = *c;
+    return 0;
+}
+
+/*
+ * The account may go (api_auth.c checked the session and the password):
+ * its channels are listed and the account deleted (the channels with it, ON
+ * DELETE CASCADE) in one transaction, so a channel made meanwhile cannot
+ * slip past; then each goes as DELETE /channels/:slug makes it go.
+ */
+static int delete_account(struct db *db, const struct user *u, void *ud, char *err, size_t errlen)
+{
+    struct job *j = ud;
+    struct channel_query cq = {.owner = u->name, .viewer_admin = true, .limit = 1000000};
+    struct owned list = {0};
+    int rc = db_begin(db);
+    if (rc < 0) {
+        snprintf(err, errlen, "database error while deleting the account: %s", db_errmsg(db));
+        return rc;
+    }
+    rc = channel_ext_list(db, &cq, collect_owned, &list, err, errlen);
+    if (rc == -ENOMEM)
+        snprintf(err, errlen, "out of memory listing the account's channels");
+    if (rc == 0)
+        rc = account_user_delete(db, u->name, err, errlen);
+    if (rc == 0 && (rc = db_commit(db)) < 0)
+        snprintf(err, errlen, "database error while deleting the account: %s", db_errmsg(db));
+    if (rc < 0) {
+        db_rollback(db);
+        free(list.v);
+        return rc;
+    }
+    for (size_t i = 0; i < list.n; i++) {
+        log_info("http %s: channel '%s' deleted with the account of '%s'", j->sh.remote,
+                 list.v[i].c.slug, u->name);
+        channel_gone(j, &list.v[i]);
+    }
+    free(list.v);
+    return 0;
+}
+
+static void run_me_delete(struct job *j, struct db *db)
+{
+    api_auth_me_delete(j->api->app, db, &j->sh, &j->auth, delete_account, j);
+}
+
+static void finish_me_delete(struct job *j)
+{
+    finish_channel(j);
+    /* api_auth_me_delete says no-store on every answer; a refused API key never got there. */
+    if (j->auth.bad_api_key)
+        http_response_header(&j->sh, "Cache-Control", "no-store");
+}
+
 /* ==== GET /live, on the loop =============================================== */
 
 struct live_ctx {
@@ -1567,7 +1841,7 @@ static void start_work(uv_work_t *w)
     char err[256];
     if (channel_ext_find_id(db, sj->channel_id, &sj->c, err, sizeof err) == 0) {
         sj->found = true;
-        json_t *tmp = channel_ext_to_json(&sj->c, NULL, NULL, false);
+        json_t *tmp = channel_ext_to_json(&sj->c, NULL, NULL, CHANNEL_VIEW_PUBLIC);
         const char *av = json_string_value(json_object_get(tmp, "avatar_url"));
         snprintf(sj->avatar_url, sizeof sj->avatar_url, "%s", av ? av : "");
         json_decref(tmp);
@@ -1647,6 +1921,23 @@ static void peak_work(uv_work_t *w)
 
 static void peak_done(uv_work_t *w, int status) { free(w->data); }
 
+/* The sweep says a live stream's peak rose (at most every VIEWERS_PEAK_SAVE_MS): write it. */
+static void on_peak(const struct viewers_live *l, void *ud)
+{
+    struct chan_api *api = ud;
+    struct start_job *sj = calloc(1, sizeof *sj);
+    if (!sj)
+        return;
+    sj->work.data = sj;
+    sj->api = api;
+    snprintf(sj->slug, sizeof sj->slug, "%s", l->slug);
+    sj->channel_id = l->channel_id;
+    sj->peak = l->peak;
+    sj->started_at = l->started_at;
+    if (uv_queue_work(api->loop, &sj->work, peak_work, peak_done) != 0)
+        free(sj);
+}
+
 static void on_stream_start(struct stream *s, void *ud)
 {
     struct chan_api *api = ud;
@@ -1702,6 +1993,8 @@ JOB_ROUTE(h_image_get, run_image_get, NULL)
 JOB_ROUTE(h_image_put, run_image_put, finish_channel)
 JOB_ROUTE(h_image_delete, run_image_delete, finish_channel)
 JOB_ROUTE(h_topics, run_topics, NULL)
+JOB_ROUTE(h_topic, run_topic, finish_topic)
+JOB_ROUTE(h_me_delete, run_me_delete, finish_me_delete)
 
 static int load_protected(const char *slug, int64_t id, int64_t gen, const char *hash, void *ud)
 {
@@ -1749,6 +2042,7 @@ int api_channels_register(struct app *app, struct http_server *srv, struct strea
         free(api);
         return -ENOMEM;
     }
+    viewers_set_peak_hook(api->viewers, on_peak, api);
     if ((rc = channel_protected_foreach(db, load_protected, api->viewers)) < 0)
         log_error("channels: cannot load the protected channels: %s", db_errmsg(db));
     db_pool_release(app->db, db);
@@ -1788,6 +2082,9 @@ int api_channels_register(struct app *app, struct http_server *srv, struct strea
         {"GET", "/api/v1/live", h_live, HTTP_ROUTE_CORS},
         {"GET", "/api/v1/topics", h_topics, HTTP_ROUTE_CORS},
         {"POST", "/api/v1/topics", h_topics, 0},
+        {"PATCH", "/api/v1/topics/:slug", h_topic, 0},
+        {"DELETE", "/api/v1/topics/:slug", h_topic, 0},
+        {"DELETE", "/api/v1/me", h_me_delete, 0},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         rc = http_server_route(srv, routes[i].method, routes[i].path, routes[i].fn, api,

@@ -1,6 +1,7 @@
 /*
- * GET /healthz for load balancers and monitors, and the optional
- * POST /debug/echo diagnostic.
+ * GET /healthz for load balancers and monitors, GET /api/v1/site (what a
+ * front end needs to know about the instance before anyone signs in), and
+ * the optional POST /debug/echo diagnostic.
  *
  * /healthz runs on the worker pool and asks the database for its schema
  * version, so "ok" means the process answers *and* its database works; a
@@ -51,6 +52,27 @@ static int healthz(struct http_request *req, void *ud)
     return 0;
 }
 
+/*
+ * The instance as the front end sees it: its name, whether it takes new
+ * accounts and whether they must confirm an e-mail address, and its public
+ * address. All of it comes from the configuration, so it is answered on the
+ * loop with no database; public and CORS-open like GET /api/v1/live.
+ */
+static int site_info(struct http_request *req, void *ud)
+{
+    const struct config *cfg = ((struct app *)ud)->cfg;
+    json_t *o = json_pack("{s:s, s:b, s:b, s:s}", "name", cfg->site.name[0] ? cfg->site.name : "Hearth",
+                          "allow_registration", cfg->site.allow_registration,
+                          "require_verification", cfg->site.require_verification, "public_url",
+                          cfg->site.public_url);
+    if (!o || http_response_json(req, 200, o) < 0)
+        http_response_error(req, 500, "internal", "out of memory");
+    json_decref(o);
+    http_response_header(req, "Cache-Control", "no-cache");
+    http_response_header(req, "X-Content-Type-Options", "nosniff");
+    return 0;
+}
+
 static int debug_echo(struct http_request *req, void *ud)
 {
     unsigned char hash[crypto_hash_sha256_BYTES];
@@ -68,6 +90,8 @@ int api_health_register(struct app *app, struct http_server *srv)
 {
     int rc = http_server_route(srv, "GET", "/healthz", healthz, app,
                                HTTP_ROUTE_BLOCKING | HTTP_ROUTE_CORS);
+    if (rc == 0)
+        rc = http_server_route(srv, "GET", "/api/v1/site", site_info, app, HTTP_ROUTE_CORS);
     if (rc == 0 && app->cfg->debug.echo)
         rc = http_server_route(srv, "POST", "/debug/echo", debug_echo, app, HTTP_ROUTE_BLOCKING);
     return rc;

@@ -64,7 +64,7 @@ static int channel_one(const struct channel_ext *c, void *ud)
 {
     struct user_job *j = ud;
     const struct config *cfg = j->app->cfg;
-    json_t *o = channel_ext_to_json(c, cfg->site.public_url, cfg->rtmp.listen, false);
+    json_t *o = channel_ext_to_json(c, cfg->site.public_url, cfg->rtmp.listen, CHANNEL_VIEW_PUBLIC);
     json_t *arr = json_object_get(j->out, "channels");
     return o && json_array_append_new(arr, o) == 0 ? 0 : -ENOMEM;
 }

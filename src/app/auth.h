@@ -220,4 +220,17 @@ void auth_throttle_ip_key(const char *remote, char *out, size_t n);
 /* /api/v1/auth/..., /api/v1/me, /api/v1/me/api-keys, /api/v1/me/totp. */
 int api_auth_register(struct app *app, struct http_server *srv);
 
+/*
+ * DELETE /api/v1/me on a worker, for the route api_channels.c registers:
+ * checks what api_auth.c asks of it (a session, not an API key; the
+ * password, throttled like logins; a JSON body {password}), then calls fn to
+ * delete the account and what it owns. fn returns 0 or a negative code with
+ * a sentence in err (accounts.h codes). The answer is written into req:
+ * 200 {"ok": true} with the session cookie cleared, or the error.
+ */
+typedef int (*api_auth_delete_fn)(struct db *db, const struct user *u, void *ud, char *err,
+                                  size_t errlen);
+int api_auth_me_delete(struct app *app, struct db *db, struct http_request *req,
+                       const struct auth_ctx *a, api_auth_delete_fn fn, void *ud);
+
 #endif

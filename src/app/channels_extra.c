@@ -809,6 +809,52 @@ int notifications_mark_read(struct db *db, int64_t user_id, int64_t id, int64_t 
     return 0;
 }
 
+/* ---- search ---- */
+
+int user_search(struct db *db, const char *q, int limit,
+                int (*fn)(const struct user *u, void *ud), void *ud, char *err, size_t errlen)
+{
+    if (!q || !*q)
+        return 0;
+    if (limit < 1 || limit > USER_SEARCH_MAX)
+        limit = USER_SEARCH_MAX;
+    char *pat = like_pattern(q);
+    if (!pat)
+        return fail(-ENOMEM, err, errlen, "out of memory");
+    struct db_stmt *st;
+    int rc = db_prepare(db,
+                        "SELECT id, name, COALESCE(email, ''), roles, created_at, disabled FROM users"
+                        " WHERE disabled = 0 AND name LIKE ? ESCAPE '\\'"
+                        " ORDER BY name = ? COLLATE NOCASE DESC, name COLLATE NOCASE LIMIT ?",
+                        &st);
+    if (rc < 0) {
+        free(pat);
+        return db_failed(db, rc, err, errlen, "searching users");
+    }
+    db_bind_text(st, 1, pat);
+    db_bind_text(st, 2, q);
+    db_bind_int64(st, 3, limit);
+    int stop = 0;
+    while (!stop && (rc = db_step(st)) == DB_ROW) {
+        struct user u;
+        memset(&u, 0, sizeof u);
+        u.id = db_column_int64(st, 0);
+        copy_text(u.name, db_column_text(st, 1), sizeof u.name);
+        copy_text(u.email, db_column_text(st, 2), sizeof u.email);
+        copy_text(u.roles, db_column_text(st, 3), sizeof u.roles);
+        u.created_at = db_column_int64(st, 4);
+        u.disabled = db_column_int64(st, 5) != 0;
+        stop = fn(&u, ud);
+    }
+    db_finalize(st);
+    free(pat);
+    if (stop)
+        return stop;
+    if (rc < 0)
+        return db_failed(db, rc, err, errlen, "searching users");
+    return 0;
+}
+
 /* ---- settings, counts, streams ---- */
 
 static int setting_text(struct db *db, const char *key, char *out, size_t n, bool *found)
@@ -913,14 +959,15 @@ int stream_peak_record(struct db *db, int64_t channel_id, int64_t started_unix, 
                         "UPDATE streams SET peak_viewers = CASE WHEN peak_viewers < ? THEN ?"
                         " ELSE peak_viewers END"
                         " WHERE id = (SELECT id FROM streams WHERE channel_id = ? AND started_at <= ?"
-                        " ORDER BY started_at DESC, id DESC LIMIT 1)",
+                        " AND started_at >= ? ORDER BY started_at DESC, id DESC LIMIT 1)",
                         &st);
     if (rc < 0)
         return rc;
     db_bind_int64(st, 1, peak);
     db_bind_int64(st, 2, peak);
     db_bind_int64(st, 3, channel_id);
-    db_bind_int64(st, 4, started_unix + 1);
+    db_bind_int64(st, 4, started_unix + 2);
+    db_bind_int64(st, 5, started_unix - 2);
     rc = db_step(st);
     db_finalize(st);
     return rc < 0 ? rc : 0;
@@ -951,8 +998,9 @@ static void image_url(json_t *o, const char *key, const char *slug, const char *
 }
 
 json_t *channel_ext_to_json(const struct channel_ext *c, const char *public_url,
-                            const char *rtmp_listen, bool owner_view)
+                            const char *rtmp_listen, enum channel_view view)
 {
+    bool owner_view = view == CHANNEL_VIEW_OWNER, manager_view = view == CHANNEL_VIEW_MANAGER;
     json_t *o = channel_to_json(&c->c, public_url, rtmp_listen, owner_view);
     if (!o)
         return NULL;
@@ -971,6 +1019,9 @@ json_t *channel_ext_to_json(const struct channel_ext *c, const char *public_url,
         json_object_set(obs, "server", rtmp ? rtmp : json_null());
         set_str(obs, "key", c->c.stream_key);
         json_object_set_new(o, "obs", obs);
+        json_object_set_new(o, "has_invite_code", json_boolean(c->invite_code_hash[0] != '\0'));
+    } else if (manager_view) {
+        json_object_del(o, "stream_key");
         json_object_set_new(o, "has_invite_code", json_boolean(c->invite_code_hash[0] != '\0'));
     } else {
         json_object_del(o, "rtmp_url");

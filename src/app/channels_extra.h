@@ -167,20 +167,47 @@ int channel_count_owned(struct db *db, int64_t owner_id, int64_t *out);
 
 /*
  * Record a stream's peak viewer count: the latest streams row of the channel
- * that started no later than started_unix + 1 s keeps the larger of its
- * value and peak.
+ * that started within 2 s of started_unix keeps the larger of its value and
+ * peak. Called while the stream runs (as the peak rises) and when it ends;
+ * a row not yet written (its insert is queued too) is left alone rather
+ * than the previous stream's row being given this one's peak.
  */
 int stream_peak_record(struct db *db, int64_t channel_id, int64_t started_unix, int64_t peak);
 
 /* ---- JSON ---- */
 
 /*
+ * Who looks at a channel, for what its JSON shows. The stream key is the
+ * owner's alone: an admin who manages the channel sees its settings but not
+ * the key, which would let them broadcast as the owner (they may still make
+ * a new one, which the owner then reads).
+ */
+enum channel_view {
+    CHANNEL_VIEW_PUBLIC = 0, /* anyone who may watch it */
+    CHANNEL_VIEW_OWNER = 1,  /* its owner, by session or by their own API key */
+    CHANNEL_VIEW_MANAGER = 2, /* an admin who is not its owner */
+};
+
+/*
  * channel_to_json() plus topic_slug, live_title, chat_enabled, protected,
- * followers, last_live_at, avatar_url and banner_url (null when none). With
- * owner_view: stream_key, rtmp_url, obs {server, key} and has_invite_code;
- * without it the RTMP address is left out too.
+ * followers, last_live_at, avatar_url and banner_url (null when none).
+ * CHANNEL_VIEW_MANAGER adds rtmp_url and has_invite_code; CHANNEL_VIEW_OWNER
+ * those and stream_key and obs {server, key}. The public view has no RTMP
+ * address either.
  */
 json_t *channel_ext_to_json(const struct channel_ext *c, const char *public_url,
-                            const char *rtmp_listen, bool owner_view);
+                            const char *rtmp_listen, enum channel_view view);
+
+/* ---- search ---- */
+
+#define USER_SEARCH_MAX 20
+
+/*
+ * Call fn for enabled users whose name contains q (no case, LIKE wildcards
+ * taken literally), an exact match first, then by name; at most limit
+ * (1 to USER_SEARCH_MAX). Users without channels are found too.
+ */
+int user_search(struct db *db, const char *q, int limit,
+                int (*fn)(const struct user *u, void *ud), void *ud, char *err, size_t errlen);
 
 #endif

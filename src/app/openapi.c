@@ -51,7 +51,7 @@ static const struct op ops[] = {
     {"POST", "/api/v1/auth/password-reset/confirm", "Set a new password with the emailed token", "none", "ResetConfirm", 200, "Ok"},
     {"GET", "/api/v1/me", "The caller, and the session's CSRF token", "user", NULL, 200, "Me"},
     {"PATCH", "/api/v1/me", "Change e-mail or password", "session", "MePatch", 200, "Me"},
-    {"DELETE", "/api/v1/me", "Delete the account", "session", "Password", 200, "Ok"},
+    {"DELETE", "/api/v1/me", "Delete the account and its channels: their live streams end (publishers dropped), their images and chat rooms go", "session", "Password", 200, "Ok"},
     {"POST", "/api/v1/me/totp", "Begin two-factor setup: a TOTP secret", "session", NULL, 200, "TotpSecret"},
     {"POST", "/api/v1/me/totp/confirm", "Turn two-factor login on with a first code", "session", "TotpCode", 200, "TotpState"},
     {"DELETE", "/api/v1/me/totp", "Turn two-factor login off", "session", "TotpOff", 200, "TotpState"},
@@ -60,12 +60,12 @@ static const struct op ops[] = {
     {"DELETE", "/api/v1/me/api-keys/:id", "Revoke an API key", "user", NULL, 200, "Ok"},
 
     /* channels (api_channels.c) */
-    {"GET", "/api/v1/channels", "List channels (public fields); ?topic= ?q= ?owner= ?sort=slug|recent|new ?limit= ?offset=", "optional", NULL, 200, "ChannelList"},
+    {"GET", "/api/v1/channels", "List channels (public fields); ?topic= ?q= ?owner= ?sort=slug|recent|new ?limit= ?offset=. With q, \"users\" also lists accounts whose name contains q, with or without channels", "optional", NULL, 200, "ChannelList"},
     {"POST", "/api/v1/channels", "Open a channel (up to the max_channels_per_user setting)", "streamer", "ChannelCreate", 201, "ChannelOwnerView"},
-    {"GET", "/api/v1/channels/:slug", "A channel; its owner and admins also get stream_key and OBS settings. Protected channels: owner, admin, invited users, ?invite=CODE or a watch-token cookie", "optional", NULL, 200, "ChannelOwnerView"},
+    {"GET", "/api/v1/channels/:slug", "A channel; its owner (session or own API key) also gets stream_key and OBS settings, admins rtmp_url and has_invite_code but never the key. Protected channels: owner, admin, invited users, ?invite=CODE or a watch-token cookie", "optional", NULL, 200, "ChannelOwnerView"},
     {"PATCH", "/api/v1/channels/:slug", "Edit a channel; a new title or live_title shows at once while live", "owner", "ChannelPatch", 200, "ChannelOwnerView"},
     {"DELETE", "/api/v1/channels/:slug", "Delete a channel, ending its live stream", "owner", NULL, 204, NULL},
-    {"POST", "/api/v1/channels/:slug/stream-key", "Make a new stream key (the old one stops working)", "owner", NULL, 200, "ChannelOwnerView"},
+    {"POST", "/api/v1/channels/:slug/stream-key", "Make a new stream key (the old one stops working); the answer carries it for the owner only, an admin's leaves it out", "owner", NULL, 200, "ChannelOwnerView"},
     {"POST", "/api/v1/channels/:slug/follow", "Follow a channel (or change notify_email)", "user", "Follow", 200, "FollowState"},
     {"DELETE", "/api/v1/channels/:slug/follow", "Stop following a channel", "user", NULL, 200, "FollowState"},
     {"POST", "/api/v1/channels/:slug/invite-code", "Make a new invite code for a protected channel (shown once)", "owner", NULL, 200, "InviteCode"},
@@ -85,6 +85,10 @@ static const struct op ops[] = {
     {"GET", "/api/v1/live", "Live channels, most watched first, with viewer counts; ?topic=", "none", NULL, 200, "LiveList"},
     {"GET", "/api/v1/topics", "The topics", "none", NULL, 200, "TopicList"},
     {"POST", "/api/v1/topics", "Add a topic", "admin", "TopicCreate", 201, "Topic"},
+    {"PATCH", "/api/v1/topics/:slug", "Rename a topic; its slug stays, so /topic/<slug> links keep working", "admin", "TopicCreate", 200, "Topic"},
+    {"DELETE", "/api/v1/topics/:slug", "Remove a topic; its channels are left without one", "admin", NULL, 204, NULL},
+    /* the instance (api_health.c) */
+    {"GET", "/api/v1/site", "The instance: its name, whether it takes new accounts and must verify their e-mail, its public address", "none", NULL, 200, "Site"},
     /* users (api_users.c) */
     {"GET", "/api/v1/users/:name", "A user's public profile: name, created_at and channels with live state (no e-mail); 404 for unknown or disabled accounts", "optional", NULL, 200, "UserProfile"},
     /* chat (api_chat.c); "user" routes marked "moderators:" are for the channel's owner, its chat moderators and admins */
@@ -164,12 +168,21 @@ static const char schemas_json[] =
     "\"notify_email\":{\"type\":\"boolean\",\"description\":\"signed-in callers only\"},"
     "\"live\":{\"$ref\":\"#/components/schemas/LiveState\"}}},"
     "\"ChannelOwnerView\":{\"allOf\":[{\"$ref\":\"#/components/schemas/Channel\"},{\"type\":\"object\","
-    "\"description\":\"the extra fields come only to the owner and admins\",\"properties\":{"
+    "\"description\":\"stream_key and obs come only to the owner (session or own API key); rtmp_url and "
+    "has_invite_code to the owner and admins\",\"properties\":{"
     "\"stream_key\":{\"type\":\"string\"},\"rtmp_url\":{\"type\":\"string\"},"
     "\"obs\":{\"type\":\"object\",\"properties\":{\"server\":{\"type\":\"string\"},\"key\":{\"type\":\"string\"}}},"
     "\"has_invite_code\":{\"type\":\"boolean\"}}}]},"
     "\"ChannelList\":{\"type\":\"object\",\"properties\":{\"channels\":{\"type\":\"array\",\"items\":"
-    "{\"$ref\":\"#/components/schemas/Channel\"}},\"limit\":{\"type\":\"integer\"},\"offset\":{\"type\":\"integer\"}}},"
+    "{\"$ref\":\"#/components/schemas/Channel\"}},\"users\":{\"type\":\"array\",\"description\":"
+    "\"with q: enabled accounts whose name contains q (an exact match first, then by name; at most 20, "
+    "the same on every page); otherwise empty\",\"items\":{\"$ref\":\"#/components/schemas/UserHit\"}},"
+    "\"limit\":{\"type\":\"integer\"},\"offset\":{\"type\":\"integer\"}}},"
+    "\"UserHit\":{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
+    "\"created_at\":{\"type\":\"integer\"},\"profile_url\":{\"type\":\"string\",\"description\":\"/u/<name>\"}}},"
+    "\"Site\":{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
+    "\"allow_registration\":{\"type\":\"boolean\"},\"require_verification\":{\"type\":\"boolean\"},"
+    "\"public_url\":{\"type\":\"string\"}}},"
     "\"ChannelPatch\":{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
     "\"title\":{\"type\":\"string\",\"maxLength\":140},\"description\":{\"type\":\"string\",\"maxLength\":2000},"
     "\"topic\":{\"type\":\"string\",\"nullable\":true},\"live_title\":{\"type\":\"string\",\"nullable\":true},"

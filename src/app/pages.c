@@ -14,9 +14,12 @@
  * /c/<slug> runs on the worker pool: it reads the channel from the database
  * and the shell from static_dir, and writes og:title, og:description,
  * og:image and og:url into the head, every value HTML-escaped, so a link
- * shared elsewhere shows the channel's title and avatar. A protected
- * channel's page says nothing about it. An unknown slug gets the shell with
- * 404, and the app says there is no such channel.
+ * shared elsewhere shows the channel's title and avatar. A channel without
+ * an avatar still gets an og:image: the front end's og-image.png when its
+ * build has one (web/public/og-image.png lands in static_dir), otherwise
+ * the picture og_image.c draws, served from memory as /og-default.png. A
+ * protected channel's page says nothing about it. An unknown slug gets the
+ * shell with 404, and the app says there is no such channel.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +31,7 @@
 
 #include "app/app.h"
 #include "app/channels_extra.h"
+#include "app/og_image.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -39,6 +43,8 @@
 #define OG_DESCRIPTION_MAX 200
 #define HEAD_MARK "<!--hearth:head-->"
 #define TITLE_MARK "<title>Hearth</title>"
+#define OG_STATIC "/og-image.png"   /* the front end's own, when it ships one */
+#define OG_DEFAULT "/og-default.png" /* ours */
 
 static int shell_page(struct http_request *req, void *ud)
 {
@@ -223,12 +229,26 @@ static int channel_page(struct http_request *req, void *ud)
         char url[1024];
         snprintf(url, sizeof url, "%.*s/c/%s", (int)base, cfg->site.public_url, c->c.slug);
         meta(&head, "property", "og:url", url, strlen(url));
-        json_t *j = channel_ext_to_json(c, cfg->site.public_url, cfg->rtmp.listen, false);
+        json_t *j = channel_ext_to_json(c, cfg->site.public_url, cfg->rtmp.listen, CHANNEL_VIEW_PUBLIC);
         const char *avatar = j ? json_string_value(json_object_get(j, "avatar_url")) : NULL;
         if (avatar) {
             snprintf(url, sizeof url, "%.*s%s", (int)base, cfg->site.public_url, avatar);
             meta(&head, "property", "og:image", url, strlen(url));
             meta(&head, "name", "twitter:card", "summary", strlen("summary"));
+        } else {
+            char file[CONFIG_PATH + 32];
+            snprintf(file, sizeof file, "%s%s", cfg->http.static_dir, OG_STATIC);
+            bool own = access(file, R_OK) == 0;
+            snprintf(url, sizeof url, "%.*s%s", (int)base, cfg->site.public_url,
+                     own ? OG_STATIC : OG_DEFAULT);
+            meta(&head, "property", "og:image", url, strlen(url));
+            if (!own) {
+                meta(&head, "property", "og:image:type", "image/png", strlen("image/png"));
+                meta(&head, "property", "og:image:width", "600", 3);
+                meta(&head, "property", "og:image:height", "315", 3);
+            }
+            meta(&head, "name", "twitter:card", "summary_large_image",
+                 strlen("summary_large_image"));
         }
         json_decref(j);
     }
@@ -253,8 +273,30 @@ out:
     return 0;
 }
 
+/* --- /og-default.png ------------------------------------------------------------ */
+
+static unsigned char *og_png;
+static size_t og_len;
+
+static void release_nothing(void *opaque) { (void)opaque; }
+
+static int og_default(struct http_request *req, void *ud)
+{
+    (void)ud;
+    http_response_status(req, 200);
+    http_response_header(req, "Content-Type", "image/png");
+    http_response_header(req, "Cache-Control", "public, max-age=86400");
+    http_response_header(req, "X-Content-Type-Options", "nosniff");
+    http_response_body_ref(req, og_png, og_len, release_nothing, NULL);
+    return 0;
+}
+
 int app_pages_register(struct app *app, struct http_server *srv)
 {
+    if (!og_png && og_image_render(&og_png, &og_len) < 0) {
+        log_error("pages: out of memory drawing the default OpenGraph image");
+        return -ENOMEM;
+    }
     static const char *const shell_paths[] = {
         "/search", "/login", "/register", "/verify", "/reset", "/following",
         "/settings", "/settings/*rest", "/u/:name", "/topic/:slug", "/c/:slug/chat",
@@ -266,5 +308,7 @@ int app_pages_register(struct app *app, struct http_server *srv)
         rc = http_server_route(srv, "GET", "/c/:slug", channel_page, app, HTTP_ROUTE_BLOCKING);
     if (rc == 0)
         rc = http_server_route(srv, "GET", "/watch/:slug", watch_redirect, app, 0);
+    if (rc == 0)
+        rc = http_server_route(srv, "GET", OG_DEFAULT, og_default, app, HTTP_ROUTE_CORS);
     return rc;
 }

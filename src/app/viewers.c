@@ -53,6 +53,7 @@ struct vchan {
     char invite_hash[CHANNEL_HASH_HEX + 1];
     struct viewers_live *live; /* NULL when not live */
     struct vset set;
+    uint64_t gone_until_ms; /* deleted while live: HLS answers 404 until then; 0 when not */
     struct vchan *next;
 };
 
@@ -66,6 +67,8 @@ struct viewers {
     size_t nbuckets, nchans, nlive;
     uint64_t next_session;
     uv_timer_t timer;
+    void (*peak_fn)(const struct viewers_live *l, void *ud);
+    void *peak_ud;
 };
 
 /* ---- the channel table ---- */
@@ -135,7 +138,7 @@ static struct vchan *chan_get(struct viewers *v, const char *slug)
 /* Drop the entry when it is neither live nor protected. */
 static void chan_maybe_drop(struct viewers *v, struct vchan *c)
 {
-    if (c->live || c->is_protected)
+    if (c->live || c->is_protected || c->gone_until_ms)
         return;
     struct vchan **pp = chan_slot(v, c->slug);
     if (*pp == c)
@@ -271,7 +274,13 @@ void viewers_sweep(struct viewers *v, uint64_t now_ms)
 {
     uint64_t since = now_ms > VIEWERS_WINDOW_MS ? now_ms - VIEWERS_WINDOW_MS : 0;
     for (size_t b = 0; b < v->nbuckets; b++) {
-        for (struct vchan *c = v->buckets[b]; c; c = c->next) {
+        for (struct vchan *c = v->buckets[b], *next; c; c = next) {
+            next = c->next;
+            if (c->gone_until_ms && now_ms >= c->gone_until_ms) {
+                c->gone_until_ms = 0;
+                chan_maybe_drop(v, c); /* may free c */
+                continue;
+            }
             if (!c->live)
                 continue;
             bool stale = c->set.used != c->set.alive;
@@ -514,6 +523,14 @@ int viewers_hls_request(void *ud, struct http_request *req, const char *slug, co
 {
     struct viewers *v = ud;
     bool priv = false;
+    const struct vchan *c = chan_find(v, slug);
+    if (c && c->gone_until_ms && !c->live) {
+        /* Its stream lingers for players already on it; the channel does not. */
+        http_response_error(req, 404, "not_found", "this channel was deleted");
+        http_response_header(req, "Cache-Control", "no-store");
+        http_response_header(req, "X-Content-Type-Options", "nosniff");
+        return VIEWERS_DENY;
+    }
     if (!viewers_allow(v, req, slug, file, &priv))
         return VIEWERS_DENY;
     if (viewers_seen(v, req, slug, file))
@@ -560,6 +577,7 @@ uint64_t viewers_stream_start(struct viewers *v, const char *slug, int64_t chann
     }
     struct viewers_live *l = c->live;
     memset(l, 0, sizeof *l);
+    c->gone_until_ms = 0; /* a new channel has the slug now */
     snprintf(l->slug, sizeof l->slug, "%s", slug);
     l->channel_id = channel_id;
     l->started_at = started_at;
@@ -631,10 +649,44 @@ size_t viewers_live_count(struct viewers *v) { return v->nlive; }
 
 /* ---- life ---- */
 
+void viewers_channel_gone(struct viewers *v, const char *slug, uint64_t now_ms)
+{
+    struct vchan *c = chan_get(v, slug);
+    if (c)
+        c->gone_until_ms = (now_ms ? now_ms : 1) + VIEWERS_GONE_MS;
+}
+
+void viewers_peaks_due(struct viewers *v, uint64_t now_ms,
+                       void (*fn)(const struct viewers_live *l, void *ud), void *ud)
+{
+    for (size_t b = 0; b < v->nbuckets; b++)
+        for (struct vchan *c = v->buckets[b]; c; c = c->next) {
+            struct viewers_live *l = c->live;
+            if (!l || l->peak <= l->peak_saved)
+                continue;
+            if (l->peak_saved_once && now_ms - l->peak_saved_ms < VIEWERS_PEAK_SAVE_MS)
+                continue;
+            fn(l, ud);
+            l->peak_saved = l->peak;
+            l->peak_saved_ms = now_ms;
+            l->peak_saved_once = true;
+        }
+}
+
+void viewers_set_peak_hook(struct viewers *v, void (*fn)(const struct viewers_live *l, void *ud),
+                           void *ud)
+{
+    v->peak_fn = fn;
+    v->peak_ud = ud;
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     struct viewers *v = t->data;
-    viewers_sweep(v, uv_now(v->loop));
+    uint64_t now = uv_now(v->loop);
+    viewers_sweep(v, now);
+    if (v->peak_fn)
+        viewers_peaks_due(v, now, v->peak_fn, v->peak_ud);
 }
 
 struct viewers *viewers_new(uv_loop_t *loop, const unsigned char secret[VIEWERS_SECRET_BYTES],

@@ -60,6 +60,8 @@ struct viewers;
 #define VIEWERS_TOKEN_TTL (24 * 3600)
 #define VIEWERS_TOKEN_LEN 54 /* base64url of 24 + 16 bytes */
 #define VIEWERS_SECRET_BYTES 32
+#define VIEWERS_PEAK_SAVE_MS 30000 /* a rising peak is written at most this often */
+#define VIEWERS_GONE_MS 120000     /* a deleted channel's HLS answers 404 (the linger is 60 s) */
 
 /* viewers_hls_request() results. */
 enum {
@@ -115,6 +117,10 @@ struct viewers_live {
     bool is_protected;
     unsigned count; /* unique viewers in the window */
     unsigned peak;  /* of this stream */
+    /* What viewers_peaks_due handed out last, and when (loop ms). */
+    unsigned peak_saved;
+    uint64_t peak_saved_ms;
+    bool peak_saved_once;
 };
 
 /* A stream started: returns its session number (for viewers_live_set_info). */
@@ -126,6 +132,26 @@ int viewers_stream_end(struct viewers *v, const char *slug, unsigned *peak, int6
 void viewers_live_set_info(struct viewers *v, const char *slug, uint64_t session,
                            const char *title, const char *owner, const char *topic,
                            const char *topic_slug, const char *avatar_url);
+/*
+ * The channel was deleted while live (call before ending its stream): HLS
+ * requests for slug answer 404 {"code": "not_found"} for VIEWERS_GONE_MS
+ * from now_ms, rather than serving the ended stream's playlist while it
+ * lingers. A new stream under the slug (a new channel) lifts it.
+ */
+void viewers_channel_gone(struct viewers *v, const char *slug, uint64_t now_ms);
+
+/*
+ * Peaks to persist, so that a crash does not lose them: fn is called for
+ * each live channel whose peak rose since it was last handed out, unless
+ * that was less than VIEWERS_PEAK_SAVE_MS before now_ms (the first rise of
+ * a stream goes at once). fn runs on the loop and must only queue the write.
+ */
+void viewers_peaks_due(struct viewers *v, uint64_t now_ms,
+                       void (*fn)(const struct viewers_live *l, void *ud), void *ud);
+/* Call viewers_peaks_due with fn after every sweep (every VIEWERS_SWEEP_MS). */
+void viewers_set_peak_hook(struct viewers *v, void (*fn)(const struct viewers_live *l, void *ud),
+                           void *ud);
+
 /* The title shown while live changed (a PATCH while live). */
 void viewers_live_set_title(struct viewers *v, const char *slug, const char *title);
 const struct viewers_live *viewers_live_find(struct viewers *v, const char *slug);

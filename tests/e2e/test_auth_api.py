@@ -2,9 +2,10 @@
 The account API from outside: registration open and closed, e-mail
 verification and password reset through a real SMTP conversation (an
 aiosmtpd sink on 127.0.0.1), login by name and by e-mail, throttling,
-sessions and CSRF, API keys and their expiry, TOTP (codes computed here with
-hmac/hashlib), account deletion, and no answer that a browser could take
-for HTML.
+sessions and CSRF, API keys and their expiry, verification and reset links
+that expire (their rows aged in SQLite), Secure cookies when site.public_url
+is https, GET /api/v1/site, TOTP (codes computed here with hmac/hashlib),
+account deletion, and no answer that a browser could take for HTML.
 
 Throttling is counted per client address, and every test here connects from
 127.0.0.1; the tests that are about throttling connect from other loopback
@@ -294,10 +295,23 @@ def test_register_validation(srv):
 
 
 def test_register_closed(start_server):
-    s = start_server({"HEARTH_SITE_ALLOW_REGISTRATION": "false"})
+    s = start_server({"HEARTH_SITE_ALLOW_REGISTRATION": "false",
+                      "HEARTH_SITE_REQUIRE_VERIFICATION": "true", "HEARTH_SITE_NAME": "Closed Club"})
     c = Client(s)
     check_error(c.post("/auth/register", {"name": uname(), "password": "correct horse"}), 403,
                 "registration_closed")
+    # What the front end reads to hide its sign-up form.
+    r = requests.get(s.url + API + "/site", timeout=5)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith(JSON)
+    assert r.json() == {"name": "Closed Club", "allow_registration": False,
+                        "require_verification": True, "public_url": s.url}
+
+
+def test_site_open(srv):
+    r = requests.get(srv.url + API + "/site", timeout=5)
+    assert r.status_code == 200
+    assert r.json() == {"name": "Hearth", "allow_registration": True, "require_verification": False,
+                        "public_url": srv.url}
 
 
 def test_wrong_password_and_unknown_user(srv):
@@ -558,6 +572,123 @@ def test_verification_flow(vsrv, smtp):
     check_error(c.post("/auth/verify", {"token": token}), 400, "invalid_token")  # once only
     c.login()
     assert check_json(c.get("/me"))["user"]["email"] == addr
+
+
+def token_row(server, token):
+    """(created_at, expires_at) of an e-mailed token, found by its SHA-256 as stored."""
+    db = sqlite3.connect(str(server.data_dir / "hearth.db"), timeout=10)
+    try:
+        return db.execute("SELECT created_at, expires_at FROM auth_tokens WHERE token_hash = ?",
+                          (hashlib.sha256(token.encode()).hexdigest(),)).fetchone()
+    finally:
+        db.close()
+
+
+def age_token(server, token, seconds):
+    """Move a token's times back, as if it had been sent `seconds` ago."""
+    db = sqlite3.connect(str(server.data_dir / "hearth.db"), timeout=10)
+    try:
+        n = db.execute("UPDATE auth_tokens SET created_at = created_at - ?, expires_at = expires_at - ?"
+                       " WHERE token_hash = ?",
+                       (seconds, seconds, hashlib.sha256(token.encode()).hexdigest())).rowcount
+        db.commit()
+    finally:
+        db.close()
+    assert n == 1
+
+
+def test_expired_verification_link(vsrv, smtp):
+    c = Client(vsrv)
+    name = uname()
+    addr = f"{name}@example.org"
+    c.register(name=name, email=addr)
+    msg = smtp.wait_for(addr)[2]
+    _, token = link_token(msg, "verify")
+    created, expires = token_row(vsrv, token)
+    assert expires - created == 24 * 3600  # what the mail promises
+    assert "24 hours" in msg.get_body(preferencelist=("plain",)).get_content()
+    # A day and a second later the link is dead.
+    age_token(vsrv, token, 24 * 3600 + 1)
+    check_error(c.post("/auth/verify", {"token": token}), 400, "invalid_token")
+    # Still unverified; logging in sends a fresh link (the last is old), and that one works.
+    check_error(c.post("/auth/login", {"login": name, "password": c.password}), 403, "unverified")
+    msg2 = smtp.wait_for(addr, count=2)[2]
+    _, token2 = link_token(msg2, "verify")
+    assert token2 != token
+    check_error(c.post("/auth/verify", {"token": token}), 400, "invalid_token")
+    r = c.post("/auth/verify", {"token": token2})
+    assert r.status_code == 200 and check_json(r)["user"]["verified"] is True
+    c.login()
+
+
+def test_expired_reset_link(srv, smtp):
+    name = uname()
+    addr = f"{name}@example.org"
+    c = Client(srv)
+    c.register(name=name, email=addr)
+    anon = Client(srv)
+    assert anon.post("/auth/password-reset", {"email": addr}).status_code == 202
+    msg = smtp.wait_for(addr)[2]
+    _, token = link_token(msg, "reset")
+    created, expires = token_row(srv, token)
+    assert expires - created == 3600
+    assert "one hour" in msg.get_body(preferencelist=("plain",)).get_content()
+    age_token(srv, token, 3601)
+    check_error(anon.post("/auth/password-reset/confirm", {"token": token, "password": "a new password"}),
+                400, "invalid_token")
+    c.login()  # the old password still works: nothing changed
+    # A new link works; the expired one never does.
+    assert anon.post("/auth/password-reset", {"email": addr}).status_code == 202
+    _, token2 = link_token(smtp.wait_for(addr, count=2)[2], "reset")
+    check_error(anon.post("/auth/password-reset/confirm", {"token": token, "password": "a new password"}),
+                400, "invalid_token")
+    r = anon.post("/auth/password-reset/confirm", {"token": token2, "password": "a new password"})
+    assert r.status_code == 200, r.text
+    c.login(password="a new password")
+
+
+def cookie_attrs(set_cookie, name):
+    """The attributes of the Set-Cookie for name, lower-cased: {"httponly", "secure", ...}."""
+    for part in re.split(r",\s*(?=[A-Za-z_]+=)", set_cookie):
+        if part.startswith(name + "="):
+            return {a.strip().split("=")[0].lower() for a in part.split(";")[1:]}
+    raise AssertionError(f"no {name} cookie in {set_cookie!r}")
+
+
+def test_secure_cookies_when_public_url_is_https(start_server, srv):
+    s = start_server({"HEARTH_SITE_PUBLIC_URL": "https://hearth.example",
+                      "HEARTH_AUTH_LOGIN_ATTEMPTS": "1000"})
+    name = uname()
+    reg = requests.post(s.url + API + "/auth/register", json={"name": name, "password": "correct horse"},
+                        timeout=20)
+    assert reg.status_code == 201, reg.text
+    r = requests.post(s.url + API + "/auth/login", json={"login": name, "password": "correct horse"},
+                      timeout=20)
+    assert r.status_code == 200, r.text
+    attrs = cookie_attrs(r.headers["Set-Cookie"], "hearth_session")
+    assert {"secure", "httponly", "samesite", "path", "max-age"} <= attrs, attrs
+    assert "samesite=lax" in r.headers["Set-Cookie"].lower()
+    # A Secure cookie is not sent back over http by a browser (nor by requests): send it by hand.
+    session = re.search(r"hearth_session=([^;]+)", r.headers["Set-Cookie"]).group(1)
+    auth = {"Cookie": f"hearth_session={session}", "X-CSRF-Token": r.json()["csrf_token"]}
+    # The watch token of a protected channel is Secure too.
+    ch = requests.post(s.url + API + "/channels", json={"title": "Locked", "protected": True},
+                       headers=auth, timeout=20)
+    assert ch.status_code == 201, ch.text
+    view = requests.get(s.url + API + f"/channels/{ch.json()['slug']}", headers=auth, timeout=20)
+    assert view.status_code == 200
+    assert "secure" in cookie_attrs(view.headers["Set-Cookie"], "hearth_access")
+    # Logging out clears the cookie with the same attributes.
+    out = requests.post(s.url + API + "/auth/logout", headers=auth, timeout=20)
+    assert out.status_code == 200
+    assert {"secure", "max-age"} <= cookie_attrs(out.headers["Set-Cookie"], "hearth_session")
+    assert "max-age=0" in out.headers["Set-Cookie"].lower()
+    # Over plain http (the other server), no Secure: the browser would drop the cookie.
+    c = Client(srv)
+    c.register()
+    r = c.login()
+    attrs = cookie_attrs(r.headers["Set-Cookie"], "hearth_session")
+    assert "secure" not in attrs and "httponly" in attrs
 
 
 def test_change_email_with_verification(vsrv, smtp):

@@ -1,11 +1,19 @@
 """
 The channel API from outside: a permission matrix for every endpoint it adds
 (the owner, another user, a guest, an admin and the owner's API key, each
-cell asserted), CSRF on every write, validation, search, the per-user channel
-cap, images, protected channels (API and HLS), the live directory with viewer
-counts while ffmpeg publishes, follows and go-live notifications (in-app and
-by e-mail, through a small SMTP sink here), the peak viewer count in the
-database, and the OpenAPI document checked against the router both ways.
+cell asserted), CSRF on every write, validation, search (channels and
+users), topics (the defaults of a fresh database, rename, remove), the
+per-user channel cap, images, protected channels (API and HLS), the live
+directory with viewer counts while ffmpeg publishes, follows and go-live
+notifications (in-app and by e-mail, through a small SMTP sink here), the
+peak viewer count in the database (written while live, not only at the
+end), deleting a channel or a whole account while live, GET /api/v1/site,
+the OpenGraph image of channel pages, and the OpenAPI document checked
+against the router both ways.
+
+The stream key is its owner's alone: the owner's session and the owner's
+API key see it; an admin manages the channel (edits it, makes a new key)
+but never reads the key.
 
 No user-supplied text may come back as HTML: every answer of the API is JSON
 with X-Content-Type-Options: nosniff, and titles such as
@@ -18,6 +26,7 @@ import glob
 import json
 import os
 import pathlib
+import re
 import socket
 import sqlite3
 import struct
@@ -335,6 +344,19 @@ def put_avatar(w, ch):
     assert r.status_code == 200, r.text
 
 
+def put_banner(w, ch):
+    r = w.owner.req("PUT", f"/channels/{ch['slug']}/banner", raw=png(4, 2), headers={"Content-Type": "image/png"})
+    assert r.status_code == 200, r.text
+
+
+def new_topic(w, ch):
+    r = w.admin.post("/topics", {"name": "Matrix " + uuid.uuid4().hex[:8]})
+    assert r.status_code == 201, r.text
+    t = r.json()
+    ch["topic_slug_made"] = t["slug"]
+    return {"topic": t["slug"]}
+
+
 def invite_carol(w, ch):
     r = w.owner.post(f"/channels/{ch['slug']}/invites", {"user": "carol"})
     assert r.status_code == 201, r.text
@@ -359,7 +381,7 @@ MATRIX = [
     ("avatar", "GET", "/channels/{slug}/avatar", None, ANYONE, put_avatar),
     ("set avatar", "PUT", "/channels/{slug}/avatar", "png", with_ok(OWNER_ONLY, 200), None),
     ("remove avatar", "DELETE", "/channels/{slug}/avatar", None, with_ok(OWNER_ONLY, 204), put_avatar),
-    ("banner", "GET", "/channels/{slug}/banner", None, dict(ANYONE, **{k: 404 for k in ROLES}), None),
+    ("banner", "GET", "/channels/{slug}/banner", None, ANYONE, put_banner),
     ("set banner", "PUT", "/channels/{slug}/banner", "png", with_ok(OWNER_ONLY, 200), None),
     ("remove banner", "DELETE", "/channels/{slug}/banner", None, with_ok(OWNER_ONLY, 204), None),
     ("following", "GET", "/me/following", None, USERS, None),
@@ -368,6 +390,9 @@ MATRIX = [
     ("live", "GET", "/live", None, ANYONE, None),
     ("topics", "GET", "/topics", None, ANYONE, None),
     ("add topic", "POST", "/topics", "topic", dict(owner=403, other=403, guest=401, admin=201, apikey=403), None),
+    ("rename topic", "PATCH", "/topics/{topic}", "rename", dict(owner=403, other=403, guest=401, admin=200, apikey=403), new_topic),
+    ("remove topic", "DELETE", "/topics/{topic}", None, dict(owner=403, other=403, guest=401, admin=204, apikey=403), new_topic),
+    ("site", "GET", "/site", None, ANYONE, None),
     ("openapi", "GET", "/openapi.json", None, ANYONE, None),
 ]
 
@@ -378,6 +403,8 @@ def send(w, role, method, path, body):
         return c.req(method, path, raw=png(), headers={"Content-Type": "image/png"})
     if body == "topic":
         body = {"name": "Topic " + uuid.uuid4().hex[:8]}
+    if body == "rename":
+        body = {"name": "Renamed " + uuid.uuid4().hex[:8]}
     return c.req(method, path, body)
 
 
@@ -386,9 +413,8 @@ def send(w, role, method, path, body):
 def test_permission_matrix(world, role, name, method, path, body, expect, setup):
     w = world
     ch = w.channel()  # a fresh channel of alice's for every cell
-    if setup:
-        setup(w, ch)
-    r = send(w, role, method, path.format(slug=ch["slug"]), body)
+    extra = (setup(w, ch) if setup else None) or {}
+    r = send(w, role, method, path.format(slug=ch["slug"], **extra), body)
     want = expect[role]
     assert r.status_code == want, f"{name} as {role}: {r.status_code} {r.text[:300]}"
     assert r.headers.get("X-Content-Type-Options") == "nosniff"
@@ -397,6 +423,9 @@ def test_permission_matrix(world, role, name, method, path, body, expect, setup)
     elif name == "avatar" and want == 200:
         assert r.headers["Content-Type"] == "image/png"
         assert r.content == png()
+    elif name == "banner" and want == 200:
+        assert r.headers["Content-Type"] == "image/png"
+        assert r.content == png(4, 2)
     else:
         doc = check_json(r)
         if want >= 400:
@@ -405,12 +434,18 @@ def test_permission_matrix(world, role, name, method, path, body, expect, setup)
                 assert doc["code"] == "unauthenticated"
             if want == 403 and role == "other":
                 assert doc["code"] == "forbidden"
-    # What each cell must (not) show.
+    # What each cell must (not) show. The key: the owner's session and key only.
+    owner_view = role in ("owner", "apikey")
+    if name in ("channel", "edit channel", "new stream key", "set avatar", "set banner") and want == 200:
+        doc = r.json()
+        assert ("stream_key" in doc) == owner_view, (name, role, doc)
+        assert ("obs" in doc) == owner_view, (name, role)
+        assert ch["stream_key"] not in r.text or (owner_view and name != "new stream key")
+        # Owner and admin see how the channel is set up; others do not.
+        assert ("has_invite_code" in doc) == (role in ("owner", "apikey", "admin")), (name, role)
+        assert ("rtmp_url" in doc) == (role in ("owner", "apikey", "admin")), (name, role)
     if name == "channel":
         doc = r.json()
-        owner_view = role in ("owner", "admin", "apikey")
-        assert ("stream_key" in doc) == owner_view, (role, doc)
-        assert ("obs" in doc) == owner_view
         if owner_view:
             assert doc["obs"]["key"] == doc["stream_key"] == ch["stream_key"]
             assert doc["obs"]["server"].startswith("rtmp://") and doc["obs"]["server"].endswith("/live")
@@ -425,6 +460,22 @@ def test_permission_matrix(world, role, name, method, path, body, expect, setup)
     if name == "new stream key":
         key = w.owner.get(f"/channels/{ch['slug']}").json()["stream_key"]
         assert (key != ch["stream_key"]) == (want == 200)
+        if want == 200 and owner_view:
+            assert r.json()["stream_key"] == key  # the owner reads the new key in the answer
+    if name in ("rename topic", "remove topic"):
+        topics = {t["slug"]: t["name"] for t in w.guest.get("/topics").json()["topics"]}
+        made = ch["topic_slug_made"]
+        if name == "remove topic":
+            assert (made in topics) == (want != 204)
+        else:
+            assert made in topics  # the slug stays
+            assert topics[made].startswith("Renamed ") == (want == 200)
+            if want == 200:
+                assert r.json() == {**r.json(), "slug": made, "name": topics[made]}
+    if name == "site":
+        doc = r.json()
+        assert doc == {"name": "Hearth", "allow_registration": True, "require_verification": False,
+                       "public_url": w.srv.url}
     if name == "edit channel":
         desc = w.guest.get(f"/channels/{ch['slug']}").json()["description"]
         assert desc == ("edited" if want == 200 else "")
@@ -565,13 +616,168 @@ def test_search_and_topics(world):
     check_error(w.admin.post("/topics", {}), 400, "invalid")
 
 
+DEFAULT_TOPICS = {"art": "Art", "education": "Education", "entertainment": "Entertainment",
+                  "gaming": "Gaming", "music": "Music", "other": "Other",
+                  "science-technology": "Science & Technology",
+                  "software-development": "Software Development", "sports": "Sports",
+                  "talk-shows": "Talk Shows"}
+
+
+def test_default_topics_rename_and_remove(world):
+    w = world
+    # A fresh database comes with topics to file channels under.
+    topics = {t["slug"]: t for t in check_json(w.guest.get("/topics"))["topics"]}
+    for slug, name in DEFAULT_TOPICS.items():
+        assert topics[slug]["name"] == name, (slug, topics.get(slug))
+        assert set(topics[slug]) == {"id", "name", "slug", "created_at"}
+
+    made = check_json(w.admin.post("/topics", {"name": "Retro " + uuid.uuid4().hex[:6]}))
+    ch = w.channel(topic=made["slug"])
+    s, t = ch["slug"], made["slug"]
+    # Rename: the slug stays, the channels follow.
+    r = w.admin.patch(f"/topics/{t}", {"name": "Retro games"})
+    doc = check_json(r)
+    assert r.status_code == 200 and doc == {**made, "name": "Retro games"}
+    assert w.guest.get(f"/channels/{s}").json()["topic"] == "Retro games"
+    assert w.guest.get(f"/channels/{s}").json()["topic_slug"] == t
+    assert s in [c["slug"] for c in w.guest.get("/channels", params={"topic": t, "limit": 100}).json()["channels"]]
+    assert check_json(w.admin.patch(f"/topics/{t}", {"name": "RETRO games"}))["name"] == "RETRO games"
+    check_error(w.admin.patch(f"/topics/{t}", {"name": "speedruns"}), 409, "conflict")
+    for bad in ({}, {"name": ""}, {"name": " "}, {"name": 5}, {"name": None}, {"name": "x" * 65},
+                {"name": "tab\there"}, {"name": "ok", "slug": "other"}):
+        check_error(w.admin.patch(f"/topics/{t}", bad), 400, "invalid")
+    check_error(w.admin.req("PATCH", f"/topics/{t}", raw=b"{", headers={"Content-Type": JSON}), 400)
+    check_error(w.admin.patch("/topics/no-such-topic", {"name": "Whatever"}), 404, "not_found")
+    check_error(w.admin.delete("/topics/no-such-topic"), 404, "not_found")
+    # Remove: the channel stays, without a topic.
+    r = w.admin.delete(f"/topics/{t}")
+    assert r.status_code == 204 and r.content == b""
+    assert t not in {x["slug"] for x in w.guest.get("/topics").json()["topics"]}
+    doc = check_json(w.guest.get(f"/channels/{s}"))
+    assert doc["topic"] is None and doc["topic_slug"] is None
+    check_error(w.admin.delete(f"/topics/{t}"), 404, "not_found")
+    check_error(w.owner.patch(f"/channels/{s}", {"topic": t}), 400, "invalid")
+    # CSRF as on every other write.
+    check_error(w.admin.req("DELETE", "/topics/gaming", csrf=False), 403, "csrf")
+    assert "gaming" in {x["slug"] for x in w.guest.get("/topics").json()["topics"]}
+
+
+def test_search_finds_users(world):
+    w = world
+    tag = uuid.uuid4().hex[:6]
+    lonely = f"lonely{tag}"  # an account with no channel at all
+    cli(w.srv, "user", "add", lonely, "--password-stdin", input=PASSWORD + "\n")
+    streamer = f"Tag{tag}Streamer"
+    cli(w.srv, "user", "add", streamer, "--password-stdin", "--role", "streamer", input=PASSWORD + "\n")
+    doc = check_json(w.guest.get("/channels", params={"q": tag}))
+    assert doc["channels"] == []  # nobody's channel matches
+    by_name = {u["name"]: u for u in doc["users"]}
+    assert set(by_name) == {lonely, streamer}
+    assert by_name[lonely]["profile_url"] == f"/u/{lonely}"
+    assert set(by_name[lonely]) == {"name", "created_at", "profile_url"}  # nothing private
+    assert w.guest.get(w.srv.url + by_name[lonely]["profile_url"]).status_code == 200
+    # An exact name comes first, whatever the case.
+    doc = check_json(w.guest.get("/channels", params={"q": streamer.lower()}))
+    assert [u["name"] for u in doc["users"]] == [streamer]
+    # Channel matches keep coming as before, with the owner among the users.
+    ch = w.channel(title=f"Cooking {tag}")
+    doc = check_json(w.guest.get("/channels", params={"q": tag}))
+    assert [c["slug"] for c in doc["channels"]] == [ch["slug"]]
+    assert {u["name"] for u in doc["users"]} == {lonely, streamer}
+    assert "alice" in [u["name"] for u in check_json(w.guest.get("/channels", params={"q": "alic"}))["users"]]
+    # No q: no users; wildcards are characters; disabled accounts are not found.
+    assert check_json(w.guest.get("/channels"))["users"] == []
+    assert check_json(w.guest.get("/channels", params={"q": "%"}))["users"] == []
+    sql(w.srv, "UPDATE users SET disabled = 1 WHERE name = ?", lonely)
+    assert [u["name"] for u in check_json(w.guest.get("/channels", params={"q": tag}))["users"]] == [streamer]
+
+
+def test_site(world):
+    w = world
+    r = w.guest.get("/site", headers={"Origin": "https://elsewhere.example"})
+    doc = check_json(r)
+    assert doc == {"name": "Hearth", "allow_registration": True, "require_verification": False,
+                   "public_url": w.srv.url}
+    assert r.headers.get("Access-Control-Allow-Origin") == "*"  # public, like GET /live
+
+
+def og_tags(html):
+    return dict(re.findall(r'<meta (?:property|name)="([^"]+)" content="([^"]*)"', html))
+
+
+def check_png(data, size=None):
+    """A PNG whose chunks all pass their CRC and whose image data inflates; its (width, height)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    i, idat, dims = 8, b"", None
+    while i < len(data):
+        n, kind = struct.unpack(">I4s", data[i:i + 8])
+        body = data[i + 8:i + 8 + n]
+        assert struct.unpack(">I", data[i + 8 + n:i + 12 + n])[0] == zlib.crc32(kind + body), kind
+        if kind == b"IHDR":
+            dims = struct.unpack(">II", body[:8])
+        if kind == b"IDAT":
+            idat += body
+        i += 12 + n
+    assert zlib.decompress(idat) and dims
+    if size:
+        assert dims == size
+    return dims
+
+
+def test_og_image(world):
+    w = world
+    ch = w.channel(title="Shared link", description="About the show")
+    s = ch["slug"]
+    r = w.guest.get(w.srv.url + f"/c/{s}")
+    assert r.status_code == 200 and "text/html" in r.headers["Content-Type"]
+    og = og_tags(r.text)
+    assert og["og:title"] == "Shared link" and og["og:description"] == "About the show"
+    # No avatar: the default picture, which is a real PNG of the size the page says.
+    assert og["og:image"] == w.srv.url + "/og-default.png", og
+    assert og["twitter:card"] == "summary_large_image"
+    img = requests.get(og["og:image"], timeout=10)
+    assert img.status_code == 200 and img.headers["Content-Type"] == "image/png"
+    assert check_png(img.content) == (int(og["og:image:width"]), int(og["og:image:height"])) == (600, 315)
+    # With an avatar: the avatar.
+    put_avatar(w, ch)
+    og = og_tags(w.guest.get(w.srv.url + f"/c/{s}").text)
+    avatar = w.guest.get(f"/channels/{s}").json()["avatar_url"]
+    assert og["og:image"] == w.srv.url + avatar
+    assert w.guest.get(og["og:image"]).content == png()
+    # A protected channel's page tells nothing, not even a picture.
+    p = w.channel(title="Hidden", protected=True)
+    og = og_tags(w.guest.get(w.srv.url + f"/c/{p['slug']}").text)
+    assert "og:image" not in og and "og:title" not in og
+
+
+def test_og_image_from_the_front_end(bin_path, tmp_path):
+    """A front end that ships public/og-image.png gets it used instead of the drawn one."""
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "index.html").write_text("<!doctype html><html><head><title>Hearth</title>"
+                                       "<!--hearth:head--></head><body></body></html>")
+    (static / "og-image.png").write_bytes(png(8, 4))
+    srv = Server(bin_path, tmp_path / "srv", static_dir=static, env={})
+    srv.start()
+    try:
+        cli(srv, "user", "add", "ogowner", "--password-stdin", "--role", "streamer", input=PASSWORD + "\n")
+        out = cli(srv, "channel", "add", "--owner", "ogowner", "--title", "Plain", "--json").stdout
+        slug = json.loads(out)["slug"]
+        og = og_tags(requests.get(f"{srv.url}/c/{slug}", timeout=10).text)
+        assert og["og:image"] == srv.url + "/og-image.png"
+        assert "og:image:width" not in og  # the size is the front end's to say
+        assert requests.get(og["og:image"], timeout=10).content == png(8, 4)
+    finally:
+        srv.stop()
+
+
 def test_channel_cap(world):
     w = world
     name = uname("cap")
     cli(w.srv, "user", "add", name, "--password-stdin", "--role", "streamer", input=PASSWORD + "\n")
     c = Client(w.srv).login(name)
-    old = sql(w.srv, "SELECT value FROM settings WHERE key = 'max_channels_per_user'")[0][0]
-    sql(w.srv, "UPDATE settings SET value = '2' WHERE key = 'max_channels_per_user'")
+    old = cli(w.srv, "setting", "get", "max_channels_per_user").stdout.strip()
+    assert cli(w.srv, "setting", "set", "max_channels_per_user", "2").stdout.strip() == "max_channels_per_user = 2"
     try:
         for i in range(2):
             assert c.post("/channels", {"title": f"{name} {i}"}).status_code == 201
@@ -580,7 +786,7 @@ def test_channel_cap(world):
         for i in range(3):
             assert w.admin.post("/channels", {"title": f"admin {name} {i}"}).status_code == 201
     finally:
-        sql(w.srv, "UPDATE settings SET value = ? WHERE key = 'max_channels_per_user'", old)
+        cli(w.srv, "setting", "set", "max_channels_per_user", old)
 
 
 def test_follow_and_following(world):
@@ -883,6 +1089,13 @@ def test_live_directory_viewers_and_notifications(world, publish):
     assert f"/c/{s}" in mails[0][1]
     assert not w.sink.for_rcpt("alice@hearth.test")
 
+    # The peak is written while the stream runs (a crash would not lose it): the first
+    # rise at once, later ones at most every 30 s, so at least the first viewer is there.
+    live_peak = wait_until(lambda: sql(w.srv, "SELECT peak_viewers FROM streams WHERE channel_id = ?"
+                                              " AND ended_at IS NULL AND peak_viewers > 0", ch["id"]),
+                           10, "the peak in the open streams row")
+    assert 1 <= live_peak[0][0] <= 4
+
     # The stream ends: gone from /live, and its peak is in the database.
     p.stop()
     wait_until(lambda: live_entry(w, s) is None, 20, "the channel leaving /live")
@@ -936,13 +1149,79 @@ def test_delete_while_live(world, publish):
     w = world
     ch = w.channel(title="Short lived")
     s = ch["slug"]
-    publish(ch["stream_key"])
+    p = publish(ch["stream_key"])
     wait_until(lambda: live_entry(w, s), 20, "the channel in /live")
+    master = f"{w.srv.url}/live/{s}/master.m3u8"
+    wait_until(lambda: requests.get(master, timeout=10).status_code == 200, 20, "the master playlist")
     assert w.owner.delete(f"/channels/{s}").status_code == 204
-    # The stream ended on the loop before the answer went out.
+    # The stream ended on the loop before the answer went out, and its HLS is gone with it
+    # (not served for the minute an ended stream lingers).
     assert live_entry(w, s) is None
+    check_error(requests.get(master, timeout=10), 404, "not_found")
     check_error(w.guest.get(f"/channels/{s}"), 404, "not_found")
     assert w.srv.wait_for_log(rf"stream {s}: the channel was deleted; ending its stream", timeout=5)
+    # The publisher is dropped, and its key no longer works.
+    assert p.wait(15) is not None, "ffmpeg is still publishing to a deleted channel"
+    assert w.srv.wait_for_log(rf"rtmp .* {s}: closed: the stream was ended by the server", timeout=5)
+
+
+def test_delete_account_while_live(world, publish):
+    """DELETE /me goes the way DELETE /channels/:slug goes, for every channel of the account."""
+    w = world
+    name = uname("leaver")
+    cli(w.srv, "user", "add", name, "--password-stdin", "--role", "streamer", input=PASSWORD + "\n")
+    me = Client(w.srv).login(name)
+    topic = check_json(w.admin.post("/topics", {"name": "Leaving " + uuid.uuid4().hex[:6]}))
+    live = check_json(me.post("/channels", {"title": "Last show", "topic": topic["slug"]}))
+    quiet = check_json(me.post("/channels", {"title": "Quiet one"}))
+    for ch in (live, quiet):
+        assert me.req("PUT", f"/channels/{ch['slug']}/avatar", raw=png(), headers={"Content-Type": "image/png"}).status_code == 200
+        assert me.req("PUT", f"/channels/{ch['slug']}/banner", raw=png(4, 2), headers={"Content-Type": "image/png"}).status_code == 200
+    files = glob.glob(str(w.srv.data_dir / "channels" / str(live["id"]) / "*")) + \
+        glob.glob(str(w.srv.data_dir / "channels" / str(quiet["id"]) / "*"))
+    assert len(files) == 4, files
+    w.other.post(f"/channels/{live['slug']}/follow")
+    s = live["slug"]
+    p = publish(live["stream_key"])
+    e = wait_until(lambda: live_entry(w, s), 20, "the channel in /live")
+    assert e["topic"] == topic["name"]
+    master = f"{w.srv.url}/live/{s}/master.m3u8"
+    wait_until(lambda: requests.get(master, timeout=10).status_code == 200, 20, "the master playlist")
+
+    # While it is live, an admin renames its topic: the live directory shows it at once.
+    assert w.admin.patch(f"/topics/{topic['slug']}", {"name": "Left early"}).status_code == 200
+    assert live_entry(w, s)["topic"] == "Left early"
+    assert [x["slug"] for x in w.guest.get("/live", params={"topic": topic["slug"]}).json()["live"]] == [s]
+
+    # A wrong password changes nothing.
+    check_error(me.req("DELETE", "/me", {"password": "not the password"}), 403, "wrong_password")
+    assert live_entry(w, s) and all(os.path.exists(f) for f in files)
+
+    r = me.req("DELETE", "/me", {"password": PASSWORD})
+    assert r.status_code == 200 and check_json(r) == {"ok": True}
+    assert "no-store" in r.headers["Cache-Control"]
+    assert "max-age=0" in r.headers["Set-Cookie"].lower()
+    # The stream ended on the loop before the answer: not listed, HLS gone, publisher dropped.
+    assert live_entry(w, s) is None
+    check_error(requests.get(master, timeout=10), 404, "not_found")
+    check_error(requests.get(f"{w.srv.url}/live/{s}/index.m3u8", timeout=10), 404, "not_found")
+    assert p.wait(15) is not None, "ffmpeg is still publishing for a deleted account"
+    # The channels, their images and the account are gone; so is the follow.
+    for ch in (live, quiet):
+        check_error(w.guest.get(f"/channels/{ch['slug']}"), 404, "not_found")
+        check_error(w.guest.get(f"/channels/{ch['slug']}/avatar"), 404, "not_found")
+    assert not [f for f in files if os.path.exists(f)], "image files left behind"
+    check_error(w.guest.get(f"/users/{name}"), 404, "not_found")
+    assert s not in [c["slug"] for c in w.other.get("/me/following").json()["channels"]]
+    assert sql(w.srv, "SELECT count(*) FROM channels WHERE id IN (?, ?)", live["id"], quiet["id"]) == [(0,)]
+    check_error(me.get("/me"), 401, "unauthenticated")
+    for ch in (live, quiet):
+        assert w.srv.wait_for_log(rf"channel '{ch['slug']}' deleted with the account of '{name}'", timeout=5)
+    # The key is dead too: publishing again is refused.
+    p2 = publish(live["stream_key"])
+    assert p2.wait(15) is not None
+    time.sleep(0.5)
+    assert live_entry(w, s) is None
 
 
 def test_client_leaving_mid_request(world):

@@ -1,5 +1,7 @@
 """
-The command line: users, channels, stream keys, migrations, exit codes.
+The command line: users, channels, stream keys, topics, the admin settings
+kept in the database (checked, and taking effect on a running server),
+migrations, exit codes.
 
 Each test gets its own data_dir (the `cli` fixture sets
 HEARTH_STORAGE_DATA_DIR) and runs in an empty working directory.
@@ -92,6 +94,16 @@ def test_version(cli):
         ("migrate", "sideways"),
         ("serve", "--no-such-option"),
         ("user", "list", "--config"),
+        ("topic",),
+        ("topic", "frobnicate"),
+        ("topic", "add"),
+        ("topic", "remove"),
+        ("topic", "list", "extra"),
+        ("setting",),
+        ("setting", "get"),
+        ("setting", "set", "max_channels_per_user"),
+        ("setting", "get", "no_such_setting"),
+        ("setting", "set", "internal.access_token_secret", "x"),
     ],
 )
 def test_usage_errors_exit_2(cli, args):
@@ -420,6 +432,116 @@ def test_changed_migration_is_refused(cli, workdir):
 
 
 # --- the CLI and the server on one database ---------------------------------------------------------
+
+
+# --- topics -------------------------------------------------------------------------------------
+
+
+DEFAULT_TOPICS = ["art", "education", "entertainment", "gaming", "music", "other",
+                  "science-technology", "software-development", "sports", "talk-shows"]
+
+
+def topics(cli):
+    doc = json.loads(ok(cli("topic", "list", "--json")).stdout)
+    return {t["slug"]: t["name"] for t in doc["topics"]}
+
+
+def test_topic_add_list_remove(cli):
+    # A fresh database comes with the default topics.
+    assert sorted(topics(cli)) == DEFAULT_TOPICS
+    assert topics(cli)["science-technology"] == "Science & Technology"
+    res = ok(cli("topic", "list"))
+    assert res.stdout.splitlines()[0].split() == ["SLUG", "NAME"]
+    assert any(l.split()[0] == "talk-shows" for l in res.stdout.splitlines()[1:])
+
+    t = json.loads(ok(cli("topic", "add", "Speed Runs", "--json")).stdout)
+    assert t["name"] == "Speed Runs" and t["slug"] == "speed-runs" and t["id"] > 0
+    assert "speed-runs" in topics(cli)
+    assert "added" in ok(cli("topic", "add", "Retro")).stdout
+    res = fails(cli("topic", "add", "speed runs"), code=1)
+    assert "already exists" in res.stderr
+    fails(cli("topic", "add", ""), code=1)
+
+    # Removing a topic leaves its channels without one.
+    ok(add_user(cli, "alice", "--role", "streamer"))
+    ch = add_channel(cli, "alice", "Runs", "--topic", "speed-runs")
+    assert ch["topic"] == "Speed Runs"
+    res = ok(cli("topic", "remove", "speed-runs"))
+    assert "removed" in res.stdout
+    assert "speed-runs" not in topics(cli)
+    assert [c["topic"] for c in channels(cli) if c["slug"] == ch["slug"]] == [None]
+    res = fails(cli("topic", "remove", "speed-runs"), code=1)
+    assert "no topic 'speed-runs'" in res.stderr
+    # Admins may remove the defaults too, and nothing brings them back.
+    for slug in DEFAULT_TOPICS:
+        ok(cli("topic", "remove", slug))
+    ok(cli("migrate", "up"))
+    assert topics(cli) == {"retro": "Retro"}
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def test_setting_list_get_set(cli):
+    doc = json.loads(ok(cli("setting", "list", "--json")).stdout)
+    got = {x["key"]: x for x in doc["settings"]}
+    assert set(got) == {"registration_roles", "max_channels_per_user"}  # never the secrets
+    assert got["registration_roles"]["value"] == "streamer,user"
+    assert got["max_channels_per_user"]["value"] == "5" and got["max_channels_per_user"]["default"] == "5"
+    assert all(x["about"] for x in doc["settings"])
+    text = ok(cli("setting", "list")).stdout
+    assert "registration_roles" in text and "max_channels_per_user" in text
+    assert "internal." not in text
+
+    res = ok(cli("setting", "set", "registration_roles", "User, uploader"))
+    assert res.stdout.strip() == "registration_roles = uploader,user"  # normalised
+    assert ok(cli("setting", "get", "registration_roles")).stdout == "uploader,user\n"
+    assert ok(cli("setting", "set", "max_channels_per_user", "3")).stdout.strip() == "max_channels_per_user = 3"
+    assert ok(cli("setting", "get", "max_channels_per_user")).stdout.strip() == "3"
+    for key, bad, why in [("registration_roles", "wizard", "unknown role 'wizard'"),
+                          ("registration_roles", "admin,user", "may not be admins"),
+                          ("registration_roles", ",", "at least one role"),
+                          ("max_channels_per_user", "0", "whole number"),
+                          ("max_channels_per_user", "-2", "whole number"),
+                          ("max_channels_per_user", "five", "whole number"),
+                          ("max_channels_per_user", "100001", "whole number")]:
+        res = fails(cli("setting", "set", key, bad), code=1)
+        assert why in res.stderr, (key, bad, res.stderr)
+    # Refused values changed nothing.
+    assert ok(cli("setting", "get", "registration_roles")).stdout.strip() == "uploader,user"
+    assert ok(cli("setting", "get", "max_channels_per_user")).stdout.strip() == "3"
+    # The table itself holds the normal form.
+    db = sqlite3.connect(str(cli.data_dir / "hearth.db"))
+    try:
+        assert db.execute("SELECT value FROM settings WHERE key = 'registration_roles'").fetchone() == ("uploader,user",)
+    finally:
+        db.close()
+
+
+def test_settings_take_effect_on_a_running_server(cli, start_server):
+    srv = start_server(env={"HEARTH_STORAGE_DATA_DIR": str(cli.data_dir)})
+    api = srv.url + "/api/v1"
+
+    def register(name):
+        r = requests.post(api + "/auth/register", json={"name": name, "password": PASSWORD}, timeout=20)
+        assert r.status_code == 201, r.text
+        return r.json()["user"]
+
+    assert set(register("first")["roles"]) == {"streamer", "user"}
+    ok(cli("setting", "set", "registration_roles", "user"))
+    assert register("second")["roles"] == ["user"]  # no restart needed
+
+    ok(cli("setting", "set", "max_channels_per_user", "1"))
+    s = requests.Session()
+    r = s.post(api + "/auth/login", json={"login": "first", "password": PASSWORD}, timeout=20)
+    assert r.status_code == 200, r.text
+    h = {"X-CSRF-Token": r.json()["csrf_token"]}
+    assert s.post(api + "/channels", json={"title": "One"}, headers=h, timeout=20).status_code == 201
+    r = s.post(api + "/channels", json={"title": "Two"}, headers=h, timeout=20)
+    assert r.status_code == 403 and r.json()["code"] == "channel_limit"
+    assert "at most 1 channel" in r.json()["error"]
+    ok(cli("setting", "set", "max_channels_per_user", "2"))
+    assert s.post(api + "/channels", json={"title": "Two"}, headers=h, timeout=20).status_code == 201
 
 
 def test_server_starts_on_a_database_the_cli_made(cli, start_server):

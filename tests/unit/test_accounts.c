@@ -401,6 +401,43 @@ static void test_channel_add_and_slugs(void **state)
     assert_err(rc, -ENOENT, err, "no user named 'nobody'");
 }
 
+static int collect_topic(const struct topic *t, void *ud)
+{
+    strcat(ud, t->slug);
+    strcat(ud, " ");
+    return 0;
+}
+
+static void test_default_topics(void **state)
+{
+    /* Migration 0005 gives a fresh database a starting set, with the slugs topic_add would make. */
+    char slugs[512] = "", err[256];
+    assert_int_equal(topic_list(db, collect_topic, slugs, err, sizeof err), 0);
+    assert_string_equal(slugs, "art education entertainment gaming music other science-technology "
+                               "software-development sports talk-shows ");
+    static const char *const names[] = {"Art", "Education", "Entertainment", "Gaming", "Music",
+                                        "Other", "Science & Technology", "Software Development",
+                                        "Sports", "Talk Shows"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        struct topic t;
+        char derived[CHANNEL_SLUG_MAX + 1];
+        channel_slug_derive(names[i], derived);
+        assert_int_equal(topic_find(db, derived, &t, err, sizeof err), 0);
+        assert_string_equal(t.name, names[i]);
+        assert_true(t.created_at > 0);
+    }
+    /* Admins may remove them all; the later tests start from none. */
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char derived[CHANNEL_SLUG_MAX + 1];
+        channel_slug_derive(names[i], derived);
+        assert_int_equal(topic_remove(db, derived, err, sizeof err), 0);
+    }
+    slugs[0] = '\0';
+    assert_int_equal(topic_list(db, collect_topic, slugs, err, sizeof err), 0);
+    assert_string_equal(slugs, "");
+    assert_err(topic_remove(db, "gaming", err, sizeof err), -ENOENT, err, "no topic 'gaming'");
+}
+
 static void test_channel_topics(void **state)
 {
     char err[256];
@@ -422,6 +459,30 @@ static void test_channel_topics(void **state)
     assert_string_equal(c.topic, "Gaming");
     assert_int_equal(channel_add(db, "alice", "More runs", NULL, "gaming-2", &c, err, sizeof err), 0);
     assert_string_equal(c.topic, "Gaming!");
+
+    /* A new name keeps the slug, and the channels filed under it follow. */
+    assert_int_equal(topic_rename(db, "gaming", "Video games", &t, err, sizeof err), 0);
+    assert_string_equal(t.slug, "gaming");
+    assert_string_equal(t.name, "Video games");
+    assert_int_equal(channel_find_by_slug(db, "speedruns", &c, err, sizeof err), 0);
+    assert_string_equal(c.topic, "Video games");
+    assert_int_equal(topic_rename(db, "gaming", "VIDEO games", &t, err, sizeof err), 0); /* its own name, new case */
+    rc = topic_rename(db, "gaming", "gaming!", &t, err, sizeof err);
+    assert_err(rc, -EEXIST, err, "a topic named 'Gaming!' already exists");
+    assert_err(topic_rename(db, "nope", "Fine", &t, err, sizeof err), -ENOENT, err, "no topic 'nope'");
+    assert_err(topic_rename(db, "gaming", "", &t, err, sizeof err), -EINVAL, err, "a topic name is");
+    assert_err(topic_rename(db, "gaming", "tab\there", &t, err, sizeof err), -EINVAL, err, "a topic name is");
+    assert_int_equal(topic_find(db, "gaming", &t, err, sizeof err), 0);
+    assert_string_equal(t.name, "VIDEO games");
+    assert_int_equal(topic_rename(db, "gaming", "Gaming", &t, err, sizeof err), 0);
+
+    /* Removed: its channels stay, without a topic; the others keep theirs. */
+    assert_int_equal(topic_remove(db, "gaming-2", err, sizeof err), 0);
+    assert_err(topic_find(db, "gaming-2", &t, err, sizeof err), -ENOENT, err, "no topic 'gaming-2'");
+    assert_int_equal(channel_find_by_slug(db, "more-runs", &c, err, sizeof err), 0);
+    assert_string_equal(c.topic, "");
+    assert_int_equal(channel_find_by_slug(db, "speedruns", &c, err, sizeof err), 0);
+    assert_string_equal(c.topic, "Gaming");
 }
 
 static void test_stream_keys(void **state)
@@ -553,6 +614,7 @@ int main(void)
         cmocka_unit_test(test_user_update_and_list),
         cmocka_unit_test(test_user_list),
         cmocka_unit_test(test_channel_add_and_slugs),
+        cmocka_unit_test(test_default_topics),
         cmocka_unit_test(test_channel_topics),
         cmocka_unit_test(test_stream_keys),
         cmocka_unit_test(test_channel_list_and_delete),

@@ -298,6 +298,115 @@ static void test_live_directory(void **state)
     viewers_free(v);
 }
 
+/* ---- peaks to persist ---- */
+
+struct peaks_seen {
+    int calls;
+    unsigned last_peak;
+    char last_slug[CHANNEL_SLUG_MAX + 1];
+};
+
+static void note_peak(const struct viewers_live *l, void *ud)
+{
+    struct peaks_seen *p = ud;
+    p->calls++;
+    p->last_peak = l->peak;
+    snprintf(p->last_slug, sizeof p->last_slug, "%s", l->slug);
+}
+
+static void test_peaks_due(void **state)
+{
+    struct viewers *v = viewers_new(NULL, secret, false);
+    struct peaks_seen p = {0};
+    unsigned char id[VIEWERS_ID_BYTES];
+    viewers_stream_start(v, "show", 7, 1700000000);
+    viewers_peaks_due(v, 0, note_peak, &p);
+    assert_int_equal(p.calls, 0); /* no viewer yet: nothing to write */
+
+    /* The first rise goes at once, even at loop time 0. */
+    id_of(1, id);
+    viewers_touch(v, "show", id, NULL, 0);
+    viewers_peaks_due(v, 0, note_peak, &p);
+    assert_int_equal(p.calls, 1);
+    assert_int_equal(p.last_peak, 1);
+    assert_string_equal(p.last_slug, "show");
+    viewers_peaks_due(v, 1000, note_peak, &p);
+    assert_int_equal(p.calls, 1); /* no rise: nothing */
+
+    /* Rises within VIEWERS_PEAK_SAVE_MS wait; the latest peak goes when it is up. */
+    for (int n = 2; n <= 5; n++) {
+        id_of(n, id);
+        viewers_touch(v, "show", id, NULL, (uint64_t)n * 1000);
+        viewers_peaks_due(v, (uint64_t)n * 1000, note_peak, &p);
+    }
+    assert_int_equal(p.calls, 1);
+    viewers_peaks_due(v, VIEWERS_PEAK_SAVE_MS - 1, note_peak, &p);
+    assert_int_equal(p.calls, 1);
+    viewers_peaks_due(v, VIEWERS_PEAK_SAVE_MS, note_peak, &p);
+    assert_int_equal(p.calls, 2);
+    assert_int_equal(p.last_peak, 5);
+    /* Viewers leaving do not make a write: the peak did not rise. */
+    viewers_sweep(v, 100000);
+    assert_int_equal(viewers_count(v, "show"), 0);
+    viewers_peaks_due(v, 200000, note_peak, &p);
+    assert_int_equal(p.calls, 2);
+
+    /* A new stream starts from nothing: its first rise goes at once again. */
+    viewers_stream_end(v, "show", NULL, NULL);
+    viewers_stream_start(v, "show", 7, 1700000500);
+    id_of(9, id);
+    viewers_touch(v, "show", id, NULL, 200500);
+    viewers_peaks_due(v, 200500, note_peak, &p);
+    assert_int_equal(p.calls, 3);
+    assert_int_equal(p.last_peak, 1);
+    viewers_free(v);
+}
+
+/* ---- a channel deleted while live ---- */
+
+static void test_gone(void **state)
+{
+    struct viewers *v = viewers_new(NULL, secret, false);
+    struct fake f;
+    viewers_stream_start(v, "doomed", 3, 1700000000);
+    fake_init(&f, "192.0.2.1:1", NULL);
+    assert_int_equal(viewers_hls_request(v, &f.req, "doomed", "index.m3u8"), VIEWERS_PUBLIC);
+    fake_free(&f);
+
+    /* Deleted: the stream ends, and its lingering playlist is not served. */
+    viewers_channel_gone(v, "doomed", 5000);
+    viewers_stream_end(v, "doomed", NULL, NULL);
+    fake_init(&f, "192.0.2.1:1", NULL);
+    assert_int_equal(viewers_hls_request(v, &f.req, "doomed", "index.m3u8"), VIEWERS_DENY);
+    assert_int_equal(f.req.res.status, 404);
+    buf_cstr(&f.req.res.body);
+    assert_non_null(strstr(f.req.res.body.data, "\"not_found\""));
+    assert_non_null(strstr(res_headers(&f), "Cache-Control: no-store"));
+    fake_free(&f);
+    /* Other channels are not touched. */
+    fake_init(&f, "192.0.2.1:1", NULL);
+    assert_int_equal(viewers_hls_request(v, &f.req, "other", "index.m3u8"), VIEWERS_PUBLIC);
+    fake_free(&f);
+
+    /* Until VIEWERS_GONE_MS has passed (the sweep forgets it then). */
+    viewers_sweep(v, 5000 + VIEWERS_GONE_MS - 1);
+    fake_init(&f, "192.0.2.1:1", NULL);
+    assert_int_equal(viewers_hls_request(v, &f.req, "doomed", "index.m3u8"), VIEWERS_DENY);
+    fake_free(&f);
+    viewers_sweep(v, 5000 + VIEWERS_GONE_MS);
+    fake_init(&f, "192.0.2.1:1", NULL);
+    assert_int_equal(viewers_hls_request(v, &f.req, "doomed", "index.m3u8"), VIEWERS_PUBLIC);
+    fake_free(&f);
+
+    /* A new channel with the slug that goes live lifts it at once. */
+    viewers_channel_gone(v, "doomed", 10000);
+    viewers_stream_start(v, "doomed", 4, 1700000100);
+    fake_init(&f, "192.0.2.1:1", NULL);
+    assert_int_equal(viewers_hls_request(v, &f.req, "doomed", "index.m3u8"), VIEWERS_PUBLIC);
+    fake_free(&f);
+    viewers_free(v);
+}
+
 /* ---- tokens and the door ---- */
 
 static void test_tokens(void **state)
@@ -593,16 +702,27 @@ static void test_db_channels(void **state)
     assert_int_equal(channel_set_image(db, e.c.id, false, "channels/1/avatar-b.png", old, err, sizeof err), 0);
     assert_string_equal(old, "channels/1/avatar-a.png");
     assert_int_equal(channel_ext_find_id(db, e.c.id, &e, err, sizeof err), 0);
-    json_t *o = channel_ext_to_json(&e, "http://h", "0.0.0.0:1935", false);
+    json_t *o = channel_ext_to_json(&e, "http://h", "0.0.0.0:1935", CHANNEL_VIEW_PUBLIC);
     assert_string_equal(json_string_value(json_object_get(o, "avatar_url")),
                         "/api/v1/channels/alice-cooks/avatar?v=avatar-b");
     assert_true(json_is_null(json_object_get(o, "banner_url")));
     assert_null(json_object_get(o, "stream_key"));
     assert_null(json_object_get(o, "rtmp_url"));
     assert_null(json_object_get(o, "obs"));
+    assert_null(json_object_get(o, "has_invite_code"));
     assert_true(json_is_true(json_object_get(o, "protected")));
     json_decref(o);
-    o = channel_ext_to_json(&e, "http://h", "0.0.0.0:1935", true);
+    /* An admin managing someone's channel: its settings, never the key. */
+    o = channel_ext_to_json(&e, "http://h", "0.0.0.0:1935", CHANNEL_VIEW_MANAGER);
+    assert_null(json_object_get(o, "stream_key"));
+    assert_null(json_object_get(o, "obs"));
+    assert_string_equal(json_string_value(json_object_get(o, "rtmp_url")), "rtmp://h/live");
+    assert_true(json_is_boolean(json_object_get(o, "has_invite_code")));
+    char *text = json_dumps(o, JSON_COMPACT);
+    assert_null(strstr(text, e.c.stream_key));
+    free(text);
+    json_decref(o);
+    o = channel_ext_to_json(&e, "http://h", "0.0.0.0:1935", CHANNEL_VIEW_OWNER);
     assert_string_equal(json_string_value(json_object_get(json_object_get(o, "obs"), "server")),
                         "rtmp://h/live");
     assert_string_equal(json_string_value(json_object_get(json_object_get(o, "obs"), "key")),
@@ -621,6 +741,44 @@ static int count_notes(const struct notification *n, void *ud)
 {
     (*(int *)ud)++;
     return 0;
+}
+
+static int collect_user(const struct user *u, void *ud)
+{
+    strcat(ud, u->name);
+    strcat(ud, " ");
+    return 0;
+}
+
+static void test_db_user_search(void **state)
+{
+    char names[256], err[256];
+    struct user dave;
+    /* A user with no channel is found too; disabled ones are not. */
+    assert_int_equal(account_user_add(db, "Alicia_B", NULL, "user", "password-d", &dave, err, sizeof err), 0);
+    names[0] = '\0';
+    assert_int_equal(user_search(db, "ALI", 20, collect_user, names, err, sizeof err), 0);
+    assert_string_equal(names, "alice Alicia_B ");
+    names[0] = '\0';
+    assert_int_equal(user_search(db, "alicia_b", 20, collect_user, names, err, sizeof err), 0);
+    assert_string_equal(names, "Alicia_B ");
+    /* An exact match comes first, and LIKE's wildcards are plain characters. */
+    names[0] = '\0';
+    assert_int_equal(user_search(db, "_", 20, collect_user, names, err, sizeof err), 0);
+    assert_string_equal(names, "Alicia_B ");
+    names[0] = '\0';
+    assert_int_equal(user_search(db, "%", 20, collect_user, names, err, sizeof err), 0);
+    assert_string_equal(names, "");
+    names[0] = '\0';
+    assert_int_equal(user_search(db, "ali", 1, collect_user, names, err, sizeof err), 0);
+    assert_string_equal(names, "alice ");
+    assert_int_equal(account_user_set_disabled(db, "Alicia_B", true, err, sizeof err), 0);
+    names[0] = '\0';
+    assert_int_equal(user_search(db, "ali", 20, collect_user, names, err, sizeof err), 0);
+    assert_string_equal(names, "alice ");
+    names[0] = '\0';
+    assert_int_equal(user_search(db, "", 20, collect_user, names, err, sizeof err), 0);
+    assert_string_equal(names, "");
 }
 
 static void test_db_follows_and_more(void **state)
@@ -705,6 +863,8 @@ static void test_db_follows_and_more(void **state)
     assert_int_equal(stream_peak_record(db, e.c.id, 300, 12), 0);
     assert_int_equal(stream_peak_record(db, e.c.id, 300, 7), 0); /* the larger stays */
     assert_int_equal(stream_peak_record(db, e.c.id, 100, 3), 0);
+    /* A stream whose row is not written yet leaves the earlier rows alone. */
+    assert_int_equal(stream_peak_record(db, e.c.id, 500, 99), 0);
     assert_int_equal(db_prepare(db, "SELECT started_at, peak_viewers FROM streams WHERE channel_id = ? ORDER BY started_at", &st), 0);
     db_bind_int64(st, 1, e.c.id);
     assert_int_equal(db_step(st), DB_ROW);
@@ -731,10 +891,13 @@ int main(void)
         cmocka_unit_test(test_live_directory),
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_door),
+        cmocka_unit_test(test_peaks_due),
+        cmocka_unit_test(test_gone),
     };
     const struct CMUnitTest with_db[] = {
         cmocka_unit_test(test_db_channels),
         cmocka_unit_test(test_db_follows_and_more),
+        cmocka_unit_test(test_db_user_search),
     };
     int rc = cmocka_run_group_tests_name("viewers", pure, NULL, NULL);
     rc |= cmocka_run_group_tests_name("channels_extra", with_db, db_setup, db_teardown);

@@ -619,6 +619,11 @@ static void handle_media(struct rtmp_session *s, const struct rtmp_msg *m)
 {
     if (s->state != S_PUBLISHING || !s->stream)
         return; /* media before publish is answered: ignore it */
+    if (s->stream->state == STREAM_ENDED) {
+        /* Ended under the publisher (its channel was deleted): let it go. */
+        session_close(s, "the stream was ended by the server (channel deleted)");
+        return;
+    }
     s->last_media_ms = uv_now(s->srv->loop);
     struct flv_media fm;
     int rc = m->type == RTMP_MSG_VIDEO ? flv_parse_video(m->payload, m->len, &fm)
