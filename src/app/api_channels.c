@@ -1104,6 +1104,19 @@ out:
     free(c);
 }
 
+/* A followed channel, with the follower's own e-mail choice for it. */
+static int following_one(const struct channel_ext *c, void *ud)
+{
+    struct list_ctx *lc = ud;
+    json_t *o = channel_json(lc->j, lc->db, c, false);
+    bool following = false, notify = false;
+    if (o)
+        channel_follow_state(lc->db, lc->j->auth.user.id, c->c.id, &following, &notify);
+    if (o)
+        json_object_set_new(o, "notify_email", json_boolean(notify));
+    return o && json_array_append_new(lc->arr, o) == 0 ? 0 : -ENOMEM;
+}
+
 static void run_following(struct job *j, struct db *db)
 {
     if (!auth_require_user(&j->sh, &j->auth))
@@ -1122,7 +1135,7 @@ static void run_following(struct job *j, struct db *db)
     };
     struct list_ctx lc = {.j = j, .db = db, .arr = json_array()};
     char err[256];
-    int rc = channel_ext_list(db, &cq, list_one, &lc, err, sizeof err);
+    int rc = channel_ext_list(db, &cq, following_one, &lc, err, sizeof err);
     if (rc < 0) {
         json_decref(lc.arr);
         fail_rc(j, rc, err);

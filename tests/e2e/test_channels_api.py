@@ -801,6 +801,11 @@ def test_follow_and_following(world):
     following = check_json(w.other.get("/me/following"))["channels"]
     assert s in [c["slug"] for c in following]
     assert all("stream_key" not in c for c in following)
+    # each follow's own e-mail choice comes with it (the notifications tab)
+    assert [c["notify_email"] for c in following if c["slug"] == s] == [True]
+    check_json(w.other.post(f"/channels/{s}/follow", {"notify_email": False}))
+    following = check_json(w.other.get("/me/following"))["channels"]
+    assert [c["notify_email"] for c in following if c["slug"] == s] == [False]
     check_error(w.other.post(f"/channels/{s}/follow", {"notify_email": "yes"}), 400, "invalid")
     check_error(w.other.post("/channels/no-such/follow"), 404, "not_found")
     doc = check_json(w.other.delete(f"/channels/{s}/follow"))

@@ -1043,22 +1043,6 @@ function TopicRow({
 
 // --- notifications -------------------------------------------------------------------
 
-// GET /me/following may leave out each follow's notify_email (older servers
-// do); GET /channels/:slug has it for a follower, so ask there for those
-// that lack it. A channel that cannot be asked shows the switch off.
-async function withNotifyEmail(channels: Channel[]): Promise<Channel[]> {
-  return Promise.all(
-    channels.map((c) =>
-      typeof c.notify_email === 'boolean'
-        ? c
-        : get<Channel>(`/channels/${enc(c.slug)}`).then(
-            (full) => ({ ...c, notify_email: Boolean(full.notify_email) }),
-            () => c,
-          ),
-    ),
-  );
-}
-
 function NotificationsTab() {
   useTitle('Notifications');
   const [following, setFollowing] = useState<Channel[] | null>(null);
@@ -1066,7 +1050,7 @@ function NotificationsTab() {
   const [error, setError] = useState('');
   const load = () =>
     Promise.all([
-      get<{ channels: Channel[] }>('/me/following').then((r) => withNotifyEmail(r.channels)).then(setFollowing),
+      get<{ channels: Channel[] }>('/me/following').then((r) => setFollowing(r.channels)),
       get<{ notifications: Notification[] }>('/me/notifications?limit=50').then((r) => setNotes(r.notifications)),
     ]).catch((e) => setError(errorText(e)));
   useEffect(() => void load(), []);
