@@ -5,10 +5,8 @@
  * Why drawn rather than shipped: link previews (Facebook, X, Slack,
  * Discord, Mastodon) take PNG or JPEG, not SVG, and a binary image in git
  * is what the project avoids. Four colours make it an indexed PNG of two
- * bits a pixel, about 47 KB even with the pixel data stored uncompressed,
- * so no compression library is needed: one stored deflate block inside a
- * zlib stream, with its Adler-32, and a CRC-32 per chunk (RFC 1950, 1951,
- * and the PNG specification). It is made once at start-up.
+ * bits a pixel; zlib compresses the rows (a few KB) and gives each chunk
+ * its CRC-32. It is made once at start-up.
  */
 #include "app/og_image.h"
 
@@ -17,6 +15,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <zlib.h>
 
 enum { BG, OUTER, INNER, WOOD };
 
@@ -63,26 +63,6 @@ static int pixel(int ix, int iy)
     return BG;
 }
 
-static uint32_t crc_table[256];
-
-static void crc_init(void)
-{
-    for (uint32_t n = 0; n < 256; n++) {
-        uint32_t c = n;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
-        crc_table[n] = c;
-    }
-}
-
-static uint32_t crc32_of(const unsigned char *p, size_t n)
-{
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++)
-        c = crc_table[(c ^ p[i]) & 0xff] ^ (c >> 8);
-    return c ^ 0xffffffffu;
-}
-
 static unsigned char *put32(unsigned char *p, uint32_t v)
 {
     p[0] = (unsigned char)(v >> 24);
@@ -102,46 +82,32 @@ static unsigned char *chunk(unsigned char *p, const char *type, const unsigned c
     if (n)
         memcpy(p, data, n);
     p += n;
-    return put32(p, crc32_of(crc_from, n + 4));
+    return put32(p, (uint32_t)crc32(0L, crc_from, (uInt)(n + 4)));
 }
 
 int og_image_render(unsigned char **out, size_t *len)
 {
     enum { W = OG_IMAGE_WIDTH, H = OG_IMAGE_HEIGHT, ROW = 1 + (W + 3) / 4 };
-    size_t raw_len = (size_t)ROW * H;
-    /* A stored deflate block holds at most 65535 bytes. */
-    _Static_assert((size_t)ROW * H <= 65535, "the image must fit one stored block");
-    size_t z_len = 2 + 5 + raw_len + 4;
+    uLong raw_len = (uLong)ROW * H;
+    uLongf z_len = compressBound(raw_len);
+    unsigned char *raw = calloc(1, raw_len); /* filter type 0 and padding bits: zero */
     unsigned char *z = malloc(z_len);
     unsigned char *png = malloc(8 + 25 + 12 + 4 * 3 + 12 + z_len + 12);
-    if (!z || !png) {
-        free(z);
-        free(png);
+    if (!raw || !z || !png) {
+        free(raw), free(z), free(png);
         return -ENOMEM;
     }
-    crc_init();
-
-    /* The zlib stream: header, one final stored block, Adler-32. */
-    unsigned char *raw = z + 7;
     for (int y = 0; y < H; y++) {
         unsigned char *row = raw + (size_t)y * ROW;
-        memset(row, 0, ROW); /* filter type 0, and the padding bits */
         for (int x = 0; x < W; x++)
             row[1 + x / 4] |= (unsigned char)(pixel(x, y) << (6 - 2 * (x % 4)));
     }
-    z[0] = 0x78; /* deflate, 32 KiB window */
-    z[1] = 0x01; /* no preset dictionary; (0x78 << 8 | 0x01) % 31 == 0 */
-    z[2] = 0x01; /* BFINAL, BTYPE 00: stored */
-    z[3] = (unsigned char)(raw_len & 0xff);
-    z[4] = (unsigned char)(raw_len >> 8);
-    z[5] = (unsigned char)(~raw_len & 0xff);
-    z[6] = (unsigned char)((~raw_len >> 8) & 0xff);
-    uint32_t a = 1, b = 0;
-    for (size_t i = 0; i < raw_len; i++) {
-        a = (a + raw[i]) % 65521;
-        b = (b + a) % 65521;
+    int zrc = compress2(z, &z_len, raw, raw_len, Z_BEST_COMPRESSION);
+    free(raw);
+    if (zrc != Z_OK) {
+        free(z), free(png);
+        return -ENOMEM;
     }
-    put32(z + 7 + raw_len, b << 16 | a);
 
     unsigned char ihdr[13], plte[12];
     put32(ihdr, W);
