@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,27 +49,15 @@ static const char *const reserved_slugs[] = {
     " c.stream_key, c.record, c.created_at, u.disabled"                                        \
     " FROM channels c JOIN users u ON u.id = c.owner_id LEFT JOIN topics t ON t.id = c.topic_id"
 
-__attribute__((format(printf, 4, 5))) static int fail(int rc, char *err, size_t errlen,
-                                                      const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 static int db_failed(struct db *db, int rc, char *err, size_t errlen, const char *what)
 {
-    return fail(rc, err, errlen, "database error while %s: %s", what, db_errmsg(db));
+    return util_fail(rc, err, errlen, "database error while %s: %s", what, db_errmsg(db));
 }
 
 static int sodium_ready(char *err, size_t errlen)
 {
     if (sodium_init() < 0)
-        return fail(-EIO, err, errlen, "libsodium failed to initialise");
+        return util_fail(-EIO, err, errlen, "libsodium failed to initialise");
     return 0;
 }
 
@@ -105,7 +92,7 @@ int account_name_valid(const char *name, char *err, size_t errlen)
     for (size_t i = 1; ok && i < n; i++)
         ok = is_alnum(name[i]) || name[i] == '_' || name[i] == '.' || name[i] == '-';
     if (!ok)
-        return fail(-EINVAL, err, errlen,
+        return util_fail(-EINVAL, err, errlen,
                     "a user name is 1 to %d characters: letters, digits, '_', '.' and '-', "
                     "starting with a letter or digit",
                     ACCOUNT_NAME_MAX);
@@ -123,7 +110,7 @@ int account_email_valid(const char *email, char *err, size_t errlen)
     if (ok)
         ok = util_text_ok(email, NULL);
     if (!ok)
-        return fail(-EINVAL, err, errlen,
+        return util_fail(-EINVAL, err, errlen,
                     "that does not look like an email address (one '@', no spaces, at most %d "
                     "bytes)",
                     ACCOUNT_EMAIL_MAX);
@@ -134,7 +121,7 @@ static int password_valid(const char *password, char *err, size_t errlen)
 {
     size_t n = password ? strlen(password) : 0;
     if (n < ACCOUNT_PASSWORD_MIN || n > ACCOUNT_PASSWORD_MAX)
-        return fail(-EINVAL, err, errlen, "a password is %d to %d bytes long",
+        return util_fail(-EINVAL, err, errlen, "a password is %d to %d bytes long",
                     ACCOUNT_PASSWORD_MIN, ACCOUNT_PASSWORD_MAX);
     return 0;
 }
@@ -158,7 +145,7 @@ int account_roles_normalize(const char *roles, char *out, size_t outlen, char *e
                 if (strlen(role_names[r]) == trimmed && strncasecmp(p, role_names[r], trimmed) == 0)
                     break;
             if (r == ROLE_COUNT)
-                return fail(-EINVAL, err, errlen, "unknown role '%.*s' (roles are %s)",
+                return util_fail(-EINVAL, err, errlen, "unknown role '%.*s' (roles are %s)",
                             (int)(trimmed > 32 ? 32 : trimmed), p, ACCOUNT_ROLES);
             want[r] = true;
             any = true;
@@ -168,7 +155,7 @@ int account_roles_normalize(const char *roles, char *out, size_t outlen, char *e
             p++;
     }
     if (!any)
-        return fail(-EINVAL, err, errlen, "give at least one role (%s)", ACCOUNT_ROLES);
+        return util_fail(-EINVAL, err, errlen, "give at least one role (%s)", ACCOUNT_ROLES);
     size_t n = 0;
     out[0] = '\0';
     for (size_t r = 0; r < ROLE_COUNT; r++) {
@@ -176,7 +163,7 @@ int account_roles_normalize(const char *roles, char *out, size_t outlen, char *e
             continue;
         int w = snprintf(out + n, outlen - n, "%s%s", n ? "," : "", role_names[r]);
         if (w < 0 || (size_t)w >= outlen - n)
-            return fail(-ENAMETOOLONG, err, errlen, "role list too long");
+            return util_fail(-ENAMETOOLONG, err, errlen, "role list too long");
         n += (size_t)w;
     }
     return 0;
@@ -205,7 +192,7 @@ int channel_slug_valid(const char *slug, char *err, size_t errlen)
         ok = (slug[i] >= 'a' && slug[i] <= 'z') || (slug[i] >= '0' && slug[i] <= '9') ||
              slug[i] == '-';
     if (!ok)
-        return fail(-EINVAL, err, errlen,
+        return util_fail(-EINVAL, err, errlen,
                     "a slug is 1 to %d characters: lowercase letters, digits and '-', starting "
                     "with a letter or digit",
                     CHANNEL_SLUG_MAX);
@@ -267,7 +254,7 @@ static int title_valid(const char *title, char *err, size_t errlen)
     size_t n = title ? strlen(title) : 0;
     if (n == 0 || n > CHANNEL_TITLE_MAX || !util_text_ok(title, NULL) ||
         strspn(title, " ") == n)
-        return fail(-EINVAL, err, errlen,
+        return util_fail(-EINVAL, err, errlen,
                     "a title is 1 to %d bytes of UTF-8 text without control characters",
                     CHANNEL_TITLE_MAX);
     return 0;
@@ -356,7 +343,7 @@ static int hash_password(const char *password, char out[crypto_pwhash_STRBYTES],
     if (crypto_pwhash_str_alg(out, password, strlen(password), crypto_pwhash_OPSLIMIT_INTERACTIVE,
                               crypto_pwhash_MEMLIMIT_INTERACTIVE,
                               crypto_pwhash_ALG_ARGON2ID13) != 0)
-        return fail(-ENOMEM, err, errlen, "not enough memory to hash the password");
+        return util_fail(-ENOMEM, err, errlen, "not enough memory to hash the password");
     return 0;
 }
 
@@ -386,13 +373,13 @@ int account_user_add(struct db *db, const char *name, const char *email, const c
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "looking for the user name");
     if (found)
-        return fail(-EEXIST, err, errlen, "a user named '%s' already exists", existing);
+        return util_fail(-EEXIST, err, errlen, "a user named '%s' already exists", existing);
     if (email) {
         rc = query_row(db, "SELECT name FROM users WHERE email = ?", email, NULL, &found, NULL, 0);
         if (rc < 0)
             return db_failed(db, rc, err, errlen, "looking for the email address");
         if (found)
-            return fail(-EEXIST, err, errlen,
+            return util_fail(-EEXIST, err, errlen,
                         "the email address '%s' is already used by another account", email);
     }
 
@@ -416,7 +403,7 @@ int account_user_add(struct db *db, const char *name, const char *email, const c
     rc = db_step(st);
     db_finalize(st);
     if (rc == DB_ECONSTRAINT) /* someone else took it since we looked */
-        return fail(-EEXIST, err, errlen, "a user named '%s' or with that email already exists",
+        return util_fail(-EEXIST, err, errlen, "a user named '%s' or with that email already exists",
                     name);
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "adding the user");
@@ -456,7 +443,7 @@ static int user_lookup(struct db *db, const char *name, struct user *out, char *
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "looking up the user");
     if (rc != DB_ROW)
-        return fail(-ENOENT, err, errlen, "no user named '%s'",
+        return util_fail(-ENOENT, err, errlen, "no user named '%s'",
                     name && util_text_ok(name, NULL) ? name : "?");
     return 0;
 }
@@ -501,7 +488,7 @@ int account_user_set_password(struct db *db, const char *name, const char *passw
     rc = update_named(db, "UPDATE users SET password_hash = ? WHERE name = ?", hash, 0, false,
                       name, "setting the password", err, errlen);
     if (rc == -ENOENT)
-        return fail(rc, err, errlen, "no user named '%s'", name);
+        return util_fail(rc, err, errlen, "no user named '%s'", name);
     return rc;
 }
 
@@ -515,7 +502,7 @@ int account_user_set_roles(struct db *db, const char *name, const char *roles, c
     rc = update_named(db, "UPDATE users SET roles = ? WHERE name = ?", norm, 0, false, name,
                       "setting roles", err, errlen);
     if (rc == -ENOENT)
-        return fail(rc, err, errlen, "no user named '%s'", name);
+        return util_fail(rc, err, errlen, "no user named '%s'", name);
     return rc;
 }
 
@@ -525,7 +512,7 @@ int account_user_set_disabled(struct db *db, const char *name, bool disabled, ch
     int rc = update_named(db, "UPDATE users SET disabled = ? WHERE name = ?", NULL, disabled, true,
                           name, "disabling the user", err, errlen);
     if (rc == -ENOENT)
-        return fail(rc, err, errlen, "no user named '%s'", name);
+        return util_fail(rc, err, errlen, "no user named '%s'", name);
     return rc;
 }
 
@@ -534,7 +521,7 @@ int account_user_delete(struct db *db, const char *name, char *err, size_t errle
     int rc = update_named(db, "DELETE FROM users WHERE name = ?", NULL, 0, false, name,
                           "deleting the user", err, errlen);
     if (rc == -ENOENT)
-        return fail(rc, err, errlen, "no user named '%s'", name);
+        return util_fail(rc, err, errlen, "no user named '%s'", name);
     if (rc == 0)
         log_info("accounts: deleted user '%s' and their channels", name);
     return rc;
@@ -576,12 +563,12 @@ int account_authenticate(struct db *db, const char *name, const char *password,
         static pthread_once_t once = PTHREAD_ONCE_INIT;
         pthread_once(&once, make_dummy_hash);
         account_password_verify(dummy_hash, password ? password : "");
-        return fail(-EACCES, err, errlen, "wrong user name or password");
+        return util_fail(-EACCES, err, errlen, "wrong user name or password");
     }
     if (account_password_verify(hash, password ? password : "") < 0)
-        return fail(-EACCES, err, errlen, "wrong user name or password");
+        return util_fail(-EACCES, err, errlen, "wrong user name or password");
     if (u.disabled)
-        return fail(-EACCES, err, errlen, "the account '%s' is disabled", u.name);
+        return util_fail(-EACCES, err, errlen, "the account '%s' is disabled", u.name);
     if (out)
         *out = u;
     return 0;
@@ -607,7 +594,7 @@ int topic_add(struct db *db, const char *name, struct topic *out, char *err, siz
         goto dberr;
     if (found) {
         db_rollback(db);
-        return fail(-EEXIST, err, errlen, "a topic named '%s' already exists", existing);
+        return util_fail(-EEXIST, err, errlen, "a topic named '%s' already exists", existing);
     }
     char base[CHANNEL_SLUG_MAX + 1], slug[CHANNEL_SLUG_MAX + 1];
     slug_derive(name, base, "topic");
@@ -679,7 +666,7 @@ static int topic_name_valid(const char *name, char *err, size_t errlen)
 {
     size_t n = name ? strlen(name) : 0;
     if (n == 0 || n > TOPIC_NAME_MAX || !util_text_ok(name, NULL) || strspn(name, " ") == n)
-        return fail(-EINVAL, err, errlen,
+        return util_fail(-EINVAL, err, errlen,
                     "a topic name is 1 to %d bytes of UTF-8 text without control characters",
                     TOPIC_NAME_MAX);
     return 0;
@@ -704,7 +691,7 @@ int topic_find(struct db *db, const char *slug, struct topic *out, char *err, si
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "looking up the topic");
     if (rc != DB_ROW)
-        return fail(-ENOENT, err, errlen, "no topic '%s'",
+        return util_fail(-ENOENT, err, errlen, "no topic '%s'",
                     slug && util_text_ok(slug, NULL) ? slug : "?");
     return 0;
 }
@@ -737,7 +724,7 @@ int topic_rename(struct db *db, const char *slug, const char *name, struct topic
         goto dberr;
     if (rc == DB_ROW) {
         db_rollback(db);
-        return fail(-EEXIST, err, errlen, "a topic named '%s' already exists", existing);
+        return util_fail(-EEXIST, err, errlen, "a topic named '%s' already exists", existing);
     }
     if ((rc = db_prepare(db, "UPDATE topics SET name = ? WHERE id = ?", &st)) < 0)
         goto dberr;
@@ -764,7 +751,7 @@ int topic_remove(struct db *db, const char *slug, char *err, size_t errlen)
     int rc = update_named(db, "DELETE FROM topics WHERE slug = ?", NULL, 0, false,
                           slug ? slug : "", "removing the topic", err, errlen);
     if (rc == -ENOENT)
-        return fail(rc, err, errlen, "no topic '%s'",
+        return util_fail(rc, err, errlen, "no topic '%s'",
                     slug && util_text_ok(slug, NULL) ? slug : "?");
     if (rc == 0)
         log_info("accounts: removed topic '%s'", slug);
@@ -819,7 +806,7 @@ int channel_add(struct db *db, const char *owner_name, const char *title, const 
         if ((rc = channel_slug_valid(slug, err, errlen)) < 0)
             return rc;
         if (channel_slug_reserved(slug))
-            return fail(-EINVAL, err, errlen, "the slug '%s' is reserved; pick another", slug);
+            return util_fail(-EINVAL, err, errlen, "the slug '%s' is reserved; pick another", slug);
     }
     if ((rc = sodium_ready(err, errlen)) < 0)
         return rc;
@@ -848,7 +835,7 @@ int channel_add(struct db *db, const char *owner_name, const char *title, const 
             goto dberr;
         if (rc != DB_ROW) {
             db_rollback(db);
-            return fail(-ENOENT, err, errlen, "no topic named '%s'; an admin adds topics first",
+            return util_fail(-ENOENT, err, errlen, "no topic named '%s'; an admin adds topics first",
                         util_text_ok(topic, NULL) ? topic : "?");
         }
     }
@@ -861,7 +848,7 @@ int channel_add(struct db *db, const char *owner_name, const char *title, const 
             goto dberr;
         if (taken) {
             db_rollback(db);
-            return fail(-EEXIST, err, errlen, "the slug '%s' is already taken", slug);
+            return util_fail(-EEXIST, err, errlen, "the slug '%s' is already taken", slug);
         }
         strcpy(chosen, slug);
     } else {
@@ -920,7 +907,7 @@ int channel_find_by_slug(struct db *db, const char *slug, struct channel *out, c
 {
     int rc = channel_select_one(db, "c.slug = ?", slug ? slug : "", out);
     if (rc == -ENOENT)
-        return fail(rc, err, errlen, "no channel '%s'", slug && util_text_ok(slug, NULL) ? slug : "?");
+        return util_fail(rc, err, errlen, "no channel '%s'", slug && util_text_ok(slug, NULL) ? slug : "?");
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "looking up the channel");
     return 0;
@@ -946,7 +933,7 @@ int channel_list(struct db *db, const char *owner_name,
     struct channel *c = malloc(sizeof *c);
     if (!c) {
         db_finalize(st);
-        return fail(-ENOMEM, err, errlen, "out of memory listing channels");
+        return util_fail(-ENOMEM, err, errlen, "out of memory listing channels");
     }
     int stop = 0;
     while (!stop && (rc = db_step(st)) == DB_ROW) {
@@ -984,7 +971,7 @@ int channel_key_reset(struct db *db, const char *slug, struct channel *out, char
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "resetting the stream key");
     if (db_changes(db) == 0)
-        return fail(-ENOENT, err, errlen, "no channel '%s'", slug && util_text_ok(slug, NULL) ? slug : "?");
+        return util_fail(-ENOENT, err, errlen, "no channel '%s'", slug && util_text_ok(slug, NULL) ? slug : "?");
     log_info("accounts: stream key of channel '%s' was reset", slug);
     return out ? channel_find_by_slug(db, slug, out, err, errlen) : 0;
 }
@@ -998,7 +985,7 @@ int channel_find_by_stream_key(struct db *db, const char *key, struct channel *o
     for (size_t i = 0; shaped && i < n; i++)
         shaped = is_alnum(key[i]) || key[i] == '-' || key[i] == '_';
     if (!shaped)
-        return fail(-ENOENT, err, errlen, "unknown stream key");
+        return util_fail(-ENOENT, err, errlen, "unknown stream key");
     int rc = sodium_ready(err, errlen);
     if (rc < 0)
         return rc;
@@ -1008,7 +995,7 @@ int channel_find_by_stream_key(struct db *db, const char *key, struct channel *o
     util_hex(h, sizeof h, hex);
     struct channel *c = malloc(sizeof *c);
     if (!c)
-        return fail(-ENOMEM, err, errlen, "out of memory");
+        return util_fail(-ENOMEM, err, errlen, "out of memory");
     rc = channel_select_one(db, "c.stream_key_hash = ?", hex, c);
     if (rc == 0 && (strlen(c->stream_key) != n || sodium_memcmp(c->stream_key, key, n) != 0))
         rc = -ENOENT;
@@ -1017,7 +1004,7 @@ int channel_find_by_stream_key(struct db *db, const char *key, struct channel *o
     sodium_memzero(c->stream_key, sizeof c->stream_key);
     free(c);
     if (rc == -ENOENT)
-        return fail(rc, err, errlen, "unknown stream key");
+        return util_fail(rc, err, errlen, "unknown stream key");
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "looking up the stream key");
     return 0;
@@ -1028,7 +1015,7 @@ int channel_delete(struct db *db, const char *slug, char *err, size_t errlen)
     int rc = update_named(db, "DELETE FROM channels WHERE slug = ?", NULL, 0, false,
                           slug ? slug : "", "deleting the channel", err, errlen);
     if (rc == -ENOENT)
-        return fail(rc, err, errlen, "no channel '%s'", slug && util_text_ok(slug, NULL) ? slug : "?");
+        return util_fail(rc, err, errlen, "no channel '%s'", slug && util_text_ok(slug, NULL) ? slug : "?");
     if (rc == 0)
         log_info("accounts: deleted channel '%s'", slug);
     return rc;

@@ -16,7 +16,6 @@
 
 #include <errno.h>
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,21 +27,9 @@
 #define NOTIFY_QUIET_S 600                 /* one 'live' notification per channel per 10 min */
 #define NOTIFY_KEEP_S (90 * 24 * 3600)     /* read notifications older than this are purged */
 
-__attribute__((format(printf, 4, 5))) static int fail(int rc, char *err, size_t errlen,
-                                                      const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 static int db_failed(struct db *db, int rc, char *err, size_t errlen, const char *what)
 {
-    return fail(rc < 0 ? rc : DB_EERROR, err, errlen, "database error while %s: %s", what,
+    return util_fail(rc < 0 ? rc : DB_EERROR, err, errlen, "database error while %s: %s", what,
                 db_errmsg(db));
 }
 
@@ -66,7 +53,7 @@ int channel_title_valid(const char *title, char *err, size_t errlen)
 {
     size_t n = title ? strlen(title) : 0;
     if (n == 0 || n > CHANNEL_TITLE_MAX || !util_text_ok(title, NULL) || strspn(title, " ") == n)
-        return fail(-EINVAL, err, errlen,
+        return util_fail(-EINVAL, err, errlen,
                     "a title is 1 to %d bytes of UTF-8 text without control characters",
                     CHANNEL_TITLE_MAX);
     return 0;
@@ -76,7 +63,7 @@ int channel_description_valid(const char *d, char *err, size_t errlen)
 {
     size_t n = d ? strlen(d) : 0;
     if (!d || n > CHANNEL_DESCRIPTION_MAX || !util_text_ok(d, "\n\r\t"))
-        return fail(-EINVAL, err, errlen,
+        return util_fail(-EINVAL, err, errlen,
                     "a description is at most %d bytes of UTF-8 text (Markdown; newlines and "
                     "tabs are fine, other control characters are not)",
                     CHANNEL_DESCRIPTION_MAX);
@@ -154,7 +141,7 @@ int channel_ext_find(struct db *db, const char *slug, struct channel_ext *out, c
 {
     int rc = ext_select_one(db, "c.slug = ?", slug ? slug : "", 0, out);
     if (rc == -ENOENT)
-        return fail(rc, err, errlen, "no channel '%s'", printable(slug));
+        return util_fail(rc, err, errlen, "no channel '%s'", printable(slug));
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "looking up the channel");
     return 0;
@@ -165,7 +152,7 @@ int channel_ext_find_id(struct db *db, int64_t id, struct channel_ext *out, char
 {
     int rc = ext_select_one(db, "c.id = ?", NULL, id, out);
     if (rc == -ENOENT)
-        return fail(rc, err, errlen, "no channel with id %lld", (long long)id);
+        return util_fail(rc, err, errlen, "no channel with id %lld", (long long)id);
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "looking up the channel");
     return 0;
@@ -226,11 +213,11 @@ int channel_ext_list(struct db *db, const struct channel_query *q,
     ADD(" LIMIT ? OFFSET ?");
 #undef ADD
     if (n >= sizeof sql)
-        return fail(-ENOMEM, err, errlen, "internal error: query too long");
+        return util_fail(-ENOMEM, err, errlen, "internal error: query too long");
 
     char *pat = q->q && *q->q ? like_pattern(q->q) : NULL;
     if (q->q && *q->q && !pat)
-        return fail(-ENOMEM, err, errlen, "out of memory");
+        return util_fail(-ENOMEM, err, errlen, "out of memory");
     struct db_stmt *st;
     int rc = db_prepare(db, sql, &st);
     if (rc < 0) {
@@ -260,7 +247,7 @@ int channel_ext_list(struct db *db, const struct channel_query *q,
     if (!c) {
         db_finalize(st);
         free(pat);
-        return fail(-ENOMEM, err, errlen, "out of memory listing channels");
+        return util_fail(-ENOMEM, err, errlen, "out of memory listing channels");
     }
     int stop = 0;
     while (!stop && (rc = db_step(st)) == DB_ROW) {
@@ -324,14 +311,14 @@ int channel_update(struct db *db, const char *slug, const struct channel_patch *
         return rc;
     const char *live_title = p->live_title_set && p->live_title && *p->live_title ? p->live_title : NULL;
     if (live_title && (rc = channel_title_valid(live_title, err, errlen)) < 0)
-        return fail(rc, err, errlen,
+        return util_fail(rc, err, errlen,
                     "a live title is 1 to %d bytes of UTF-8 text without control characters",
                     CHANNEL_TITLE_MAX);
     const char *topic = p->topic_set && p->topic && *p->topic ? p->topic : NULL;
 
     struct channel_ext *cur = malloc(sizeof *cur);
     if (!cur)
-        return fail(-ENOMEM, err, errlen, "out of memory");
+        return util_fail(-ENOMEM, err, errlen, "out of memory");
     if ((rc = db_begin(db)) < 0) {
         free(cur);
         return db_failed(db, rc, err, errlen, "updating the channel");
@@ -353,7 +340,7 @@ int channel_update(struct db *db, const char *slug, const struct channel_patch *
         if (rc < 0)
             goto dberr;
         if (rc != DB_ROW) {
-            rc = fail(-EINVAL, err, errlen, "no topic named '%s'; an admin adds topics first",
+            rc = util_fail(-EINVAL, err, errlen, "no topic named '%s'; an admin adds topics first",
                       printable(topic));
             goto out;
         }
@@ -456,7 +443,7 @@ int channel_set_image(struct db *db, int64_t channel_id, bool banner, const char
         goto dberr;
     if (rc != DB_ROW) {
         db_rollback(db);
-        return fail(-ENOENT, err, errlen, "no channel with id %lld", (long long)channel_id);
+        return util_fail(-ENOENT, err, errlen, "no channel with id %lld", (long long)channel_id);
     }
     if ((rc = db_prepare(db, upd, &st)) < 0)
         goto dberr;
@@ -511,7 +498,7 @@ static int set_invite_hash(struct db *db, int64_t channel_id, const char *hash, 
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "setting the invite code");
     if (db_changes(db) == 0)
-        return fail(-ENOENT, err, errlen, "no channel with id %lld", (long long)channel_id);
+        return util_fail(-ENOENT, err, errlen, "no channel with id %lld", (long long)channel_id);
     return 0;
 }
 
@@ -519,7 +506,7 @@ int channel_invite_code_new(struct db *db, int64_t channel_id,
                             char code[CHANNEL_INVITE_CODE_LEN + 1], char *err, size_t errlen)
 {
     if (sodium_init() < 0)
-        return fail(-EIO, err, errlen, "libsodium failed to initialise");
+        return util_fail(-EIO, err, errlen, "libsodium failed to initialise");
     unsigned char raw[16];
     randombytes_buf(raw, sizeof raw);
     sodium_bin2base64(code, CHANNEL_INVITE_CODE_LEN + 1, raw, sizeof raw,
@@ -560,7 +547,7 @@ int channel_invite_add(struct db *db, int64_t channel_id, const char *user_name,
     rc = db_step(st);
     db_finalize(st);
     if (rc == DB_ECONSTRAINT)
-        return fail(-ENOENT, err, errlen, "no channel with id %lld", (long long)channel_id);
+        return util_fail(-ENOENT, err, errlen, "no channel with id %lld", (long long)channel_id);
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "inviting the user");
     if (out)
@@ -583,7 +570,7 @@ int channel_invite_remove(struct db *db, int64_t channel_id, const char *user_na
         goto dberr;
     if (db_changes(db) == 0) {
         db_rollback(db);
-        return fail(-ENOENT, err, errlen, "'%s' is not invited to this channel", u.name);
+        return util_fail(-ENOENT, err, errlen, "'%s' is not invited to this channel", u.name);
     }
     /* The invitee may hold a watch token: revoke them all (the others get new ones). */
     rc = exec_bound(db, "UPDATE channels SET access_gen = access_gen + 1 WHERE id = ?", 1,
@@ -666,7 +653,7 @@ int channel_follow(struct db *db, int64_t user_id, int64_t channel_id, int notif
     rc = db_step(st);
     db_finalize(st);
     if (rc == DB_ECONSTRAINT)
-        return fail(-ENOENT, err, errlen, "no such channel or user");
+        return util_fail(-ENOENT, err, errlen, "no such channel or user");
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "following the channel");
     if (notify_email >= 0 && db_changes(db) == 0) {
@@ -686,7 +673,7 @@ int channel_unfollow(struct db *db, int64_t user_id, int64_t channel_id, char *e
     if (rc < 0)
         return db_failed(db, rc, err, errlen, "unfollowing the channel");
     if (db_changes(db) == 0)
-        return fail(-ENOENT, err, errlen, "you do not follow this channel");
+        return util_fail(-ENOENT, err, errlen, "you do not follow this channel");
     return 0;
 }
 
@@ -820,7 +807,7 @@ int user_search(struct db *db, const char *q, int limit,
         limit = USER_SEARCH_MAX;
     char *pat = like_pattern(q);
     if (!pat)
-        return fail(-ENOMEM, err, errlen, "out of memory");
+        return util_fail(-ENOMEM, err, errlen, "out of memory");
     struct db_stmt *st;
     int rc = db_prepare(db,
                         "SELECT id, name, COALESCE(email, ''), roles, created_at, disabled FROM users"

@@ -14,7 +14,6 @@
 #include "app/settings.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,18 +25,6 @@
 
 #define MAX_CHANNELS_CAP 100000
 
-__attribute__((format(printf, 4, 5))) static int fail(int rc, char *err, size_t errlen,
-                                                      const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 /*
  * Roles for new accounts. Admin is refused: with open registration a slip
  * here would hand the instance to whoever signs up next.
@@ -46,9 +33,9 @@ static int check_roles(const char *value, char *out, char *err, size_t errlen)
 {
     int rc = account_roles_normalize(value, out, SETTING_VALUE_MAX, err, errlen);
     if (rc < 0)
-        return rc == -ENAMETOOLONG ? fail(-EINVAL, err, errlen, "role list too long") : rc;
+        return rc == -ENAMETOOLONG ? util_fail(-EINVAL, err, errlen, "role list too long") : rc;
     if (account_has_role(out, "admin"))
-        return fail(-EINVAL, err, errlen,
+        return util_fail(-EINVAL, err, errlen,
                     "new accounts may not be admins; give admin to a person with "
                     "`hearth user add --role admin`");
     return 0;
@@ -59,7 +46,7 @@ static int check_cap(const char *value, char *out, char *err, size_t errlen)
     char *end = NULL;
     long long x = value && *value >= '0' && *value <= '9' ? strtoll(value, &end, 10) : 0;
     if (!end || *end || x < 1 || x > MAX_CHANNELS_CAP)
-        return fail(-EINVAL, err, errlen, "max_channels_per_user is a whole number from 1 to %d",
+        return util_fail(-EINVAL, err, errlen, "max_channels_per_user is a whole number from 1 to %d",
                     MAX_CHANNELS_CAP);
     snprintf(out, SETTING_VALUE_MAX, "%lld", x);
     return 0;
@@ -94,7 +81,7 @@ static int unknown(const char *key, char *err, size_t errlen)
     names[0] = '\0';
     for (size_t i = 0; i < sizeof defs / sizeof defs[0] && n < sizeof names; i++)
         n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", i ? ", " : "", defs[i].key);
-    return fail(-ENOENT, err, errlen, "no setting '%.64s' (settings: %s)",
+    return util_fail(-ENOENT, err, errlen, "no setting '%.64s' (settings: %s)",
                 key && util_text_ok(key, NULL) ? key : "?", names);
 }
 
@@ -110,7 +97,7 @@ int settings_get(struct db *db, const char *key, char out[SETTING_VALUE_MAX], bo
     struct db_stmt *st;
     int rc = db_prepare(db, "SELECT value FROM settings WHERE key = ?", &st);
     if (rc < 0)
-        return fail(rc, err, errlen, "database error while reading %s: %s", key, db_errmsg(db));
+        return util_fail(rc, err, errlen, "database error while reading %s: %s", key, db_errmsg(db));
     db_bind_text(st, 1, key);
     rc = db_step(st);
     if (rc == DB_ROW) {
@@ -126,7 +113,7 @@ int settings_get(struct db *db, const char *key, char out[SETTING_VALUE_MAX], bo
     }
     db_finalize(st);
     if (rc < 0)
-        return fail(rc, err, errlen, "database error while reading %s: %s", key, db_errmsg(db));
+        return util_fail(rc, err, errlen, "database error while reading %s: %s", key, db_errmsg(db));
     return 0;
 }
 
@@ -138,7 +125,7 @@ int settings_set(struct db *db, const char *key, const char *value, char out[SET
         return unknown(key, err, errlen);
     char norm[SETTING_VALUE_MAX];
     if (!value || strlen(value) >= SETTING_VALUE_MAX)
-        return fail(-EINVAL, err, errlen, "a setting's value is at most %d bytes",
+        return util_fail(-EINVAL, err, errlen, "a setting's value is at most %d bytes",
                     SETTING_VALUE_MAX - 1);
     int rc = d->check(value, norm, err, errlen);
     if (rc < 0)
@@ -148,13 +135,13 @@ int settings_set(struct db *db, const char *key, const char *value, char out[SET
                          "INSERT INTO settings (key, value) VALUES (?, ?)"
                          " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                          &st)) < 0)
-        return fail(rc, err, errlen, "database error while setting %s: %s", key, db_errmsg(db));
+        return util_fail(rc, err, errlen, "database error while setting %s: %s", key, db_errmsg(db));
     db_bind_text(st, 1, key);
     db_bind_text(st, 2, norm);
     rc = db_step(st);
     db_finalize(st);
     if (rc < 0)
-        return fail(rc, err, errlen, "database error while setting %s: %s", key, db_errmsg(db));
+        return util_fail(rc, err, errlen, "database error while setting %s: %s", key, db_errmsg(db));
     log_info("settings: %s = %s", key, norm);
     if (out)
         memcpy(out, norm, SETTING_VALUE_MAX);

@@ -20,6 +20,10 @@ void util_hex(const unsigned char *in, size_t n, char *out);
  * (NULL for none): text people type, bound for HTML, JSON, XMPP and logs.
  */
 bool util_text_ok(const char *s, const char *allow);
+/* Write the message into err (when there is one) and return rc: for
+ * functions that report why they failed in a caller's buffer. */
+int util_fail(int rc, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* Copy src into dst of size n, always NUL-terminated; -ENAMETOOLONG if cut. */
 int util_strlcpy(char *dst, const char *src, size_t n);
 
