@@ -22,41 +22,12 @@
 //
 // Screenshots go to test-artifacts/browser/chat-*.png, the browsers' console
 // to chat-console.log. The last line printed is "N passed, M failed".
-import fs from 'node:fs';
-import path from 'node:path';
-
 import {
-  REPO, captureConsole, cleanupAll, launchBrowser, log, onCleanup, sleep, startHearth, tail, tempDir,
+  assert, captureConsole, launchBrowser, log, runTests, startHearth, testKit,
 } from './lib.mjs';
 
-const TIMEOUT_S = Number(process.env.BROWSER_TEST_TIMEOUT || 90);
-const ARTIFACTS = path.join(REPO, 'test-artifacts', 'browser');
-const KEEP_TMP = process.env.BROWSER_TEST_KEEP === '1';
-
-class Timeout extends Error {}
-
-const deadline = Date.now() + TIMEOUT_S * 1000;
-const left = () => Math.max(1000, deadline - Date.now());
-async function until(what, fn, { everyMs = 200 } = {}) {
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last?.ok) return last;
-    await sleep(everyMs);
-  }
-  throw new Timeout(`timed out after ${TIMEOUT_S} s waiting for ${what}${last?.why ? ` (last: ${last.why})` : ''}`);
-}
-
-async function shot(page, name) {
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  const file = path.join(ARTIFACTS, `chat-${name}.png`);
-  await page.screenshot({ path: file, timeout: Math.min(15000, left()) });
-  log('test', `screenshot: ${path.relative(REPO, file)}`);
-}
-
-function assert(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
+const kit = testKit('chat', { everyMs: 200 });
+const { left, until, shot } = kit;
 
 const HELLO = 'hello from the guest';
 const ANSWER = 'hi guest, welcome to the channel';
@@ -346,65 +317,10 @@ async function testRefusals(ctx, op, gp, slug) {
   await shot(gp, 'banned');
 }
 
-async function main() {
-  const tests = [['a guest and the owner chat; the owner deletes a message; history and pop-out', testGuestAndOwner]];
-  let passed = 0;
-  let failed = 0;
-  const watchdog = setTimeout(() => {
-    console.error(`FAIL: the chat browser test ran past ${TIMEOUT_S + 30} s; stopping everything`);
-    cleanupAll().finally(() => {
-      console.log(`${passed} passed, ${tests.length - passed} failed`);
-      process.exit(1);
-    });
-  }, (TIMEOUT_S + 30) * 1000);
-  watchdog.unref();
-
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  for (const f of fs.readdirSync(ARTIFACTS)) if (f.startsWith('chat-')) fs.rmSync(path.join(ARTIFACTS, f), { force: true });
-
-  for (const [name, fn] of tests) {
-    const dir = tempDir('hearth-chat-');
-    const ctx = { dir, pages: [], consoles: [] };
-    if (!KEEP_TMP) onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }), { late: true });
-    const t0 = Date.now();
-    try {
-      await fn(ctx);
-      passed++;
-      console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-    } catch (e) {
-      failed++;
-      console.log(`FAIL ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${e instanceof Timeout ? e.message : e?.stack || e}`);
-      for (const [who, page] of ctx.pages) {
-        try {
-          await page.screenshot({ path: path.join(ARTIFACTS, `chat-failed-${who}.png`), timeout: 5000 });
-          console.log(`screenshot of the failure: test-artifacts/browser/chat-failed-${who}.png (${page.url()})`);
-        } catch {
-          // the page may be gone
-        }
-      }
-      if (ctx.hearth) console.log(`--- hearth log (tail)\n${tail(ctx.hearth.logFile, 40)}`);
-    }
-    const lines = ctx.consoles.flat();
-    fs.writeFileSync(path.join(ARTIFACTS, 'chat-console.log'), lines.join('\n') + '\n');
-    if (ctx.hearth) fs.copyFileSync(ctx.hearth.logFile, path.join(ARTIFACTS, 'chat-hearth.log'));
-    if (lines.length) {
-      console.log(`--- browser console (${lines.length}; also in test-artifacts/browser/chat-console.log)`);
-      // the player polling an offline channel is noise here
-      for (const l of lines.filter((x) => !/m3u8|status of 404/.test(x)).slice(-40)) console.log(l);
-    }
-    await cleanupAll();
-  }
-  clearTimeout(watchdog);
-  console.log(`${passed} passed, ${failed} failed`);
-  return failed ? 1 : 0;
-}
-
-main().then(
-  (code) => process.exit(code),
-  async (e) => {
-    console.error(e?.stack || e);
-    await cleanupAll();
-    console.log('0 passed, 1 failed');
-    process.exit(1);
-  },
-);
+runTests(kit, [['a guest and the owner chat; the owner deletes a message; history and pop-out', testGuestAndOwner]], {
+  what: 'the chat browser test',
+  hearthTail: 40,
+  consoleTail: 40,
+  // the player polling an offline channel is noise here
+  consoleFilter: (l) => !/m3u8|status of 404/.test(l),
+});

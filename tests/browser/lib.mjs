@@ -1,7 +1,10 @@
 // Shared pieces of the browser test and bench/latency: free ports on
 // 127.0.0.1, child processes that always get stopped (each in its own process
 // group, SIGTERM then SIGKILL), a Hearth server with a user and a channel,
-// ffmpeg publishers, and Debian's chromium driven by playwright-core.
+// ffmpeg publishers, Debian's chromium driven by playwright-core, and what
+// every *.test.mjs shares: testKit() (assert, until, shot, phoneShot,
+// assertLabelled on one deadline) and runTests() (watchdog, PASS/FAIL lines,
+// failure screenshots, logs, "N passed, M failed").
 //
 // Nothing here builds anything or downloads a browser: the binary comes from
 // $HEARTH_BIN (default build/hearth), the front end from
@@ -667,4 +670,189 @@ export function unlabelledControls(page) {
 // How far the page is wider than the window (0: no sideways scrolling).
 export function horizontalOverflow(page) {
   return page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+}
+
+// --- the test files' helpers and runner ---------------------------------------------
+
+export const ARTIFACTS = path.join(REPO, 'test-artifacts', 'browser');
+// Seconds a test has (the run script's BROWSER_TEST_TIMEOUT), unless it says otherwise.
+export const TIMEOUT_S = Number(process.env.BROWSER_TEST_TIMEOUT || 90);
+const KEEP_TMP = process.env.BROWSER_TEST_KEEP === '1';
+
+// A wait that ran out: reported by its message alone, without a stack.
+export class Timeout extends Error {}
+
+export function assert(cond, msg) {
+  if (!cond) throw new Error(msg);
+}
+
+// What a test file's tests share: a deadline (runTests sets it afresh for each
+// test), and helpers that keep to it. Screenshots are named
+// test-artifacts/browser/<prefix>-<name>.png; `fullPage`: of the whole page
+// (the failure screenshots too); `everyMs`: until()'s default polling pace.
+export function testKit(prefix, { fullPage = false, everyMs = 250 } = {}) {
+  let seconds = TIMEOUT_S;
+  let deadline = Date.now() + seconds * 1000;
+  // Milliseconds to the deadline, at least 1000 (a timeout for playwright).
+  const left = () => Math.max(1000, deadline - Date.now());
+
+  // Call `fn` until it returns { ok: true, … }, and return that; at the
+  // deadline a Timeout naming `what` and fn's last `why`.
+  async function until(what, fn, { everyMs: pace = everyMs } = {}) {
+    let last;
+    while (Date.now() < deadline) {
+      last = await fn();
+      if (last?.ok) return last;
+      await sleep(pace);
+    }
+    throw new Timeout(`timed out after ${seconds} s waiting for ${what}${last?.why ? ` (last: ${last.why})` : ''}`);
+  }
+
+  // A screenshot to <prefix>-<name>.png (<prefix>.png without a name).
+  async function shot(page, name) {
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    const file = path.join(ARTIFACTS, name ? `${prefix}-${name}.png` : `${prefix}.png`);
+    await page.screenshot({ path: file, timeout: Math.min(15000, left()), fullPage });
+    log('test', `screenshot: ${path.relative(REPO, file)}`);
+  }
+
+  // A phone-sized (390x844) screenshot to <prefix>-<name>-phone.png; the page
+  // must not scroll sideways there.
+  async function phoneShot(page, name) {
+    const old = page.viewportSize();
+    await page.setViewportSize({ width: 390, height: 844 });
+    await sleep(300);
+    const over = await horizontalOverflow(page);
+    await shot(page, `${name}-phone`);
+    assert(over <= 0, `${name} on a 390 px wide screen is ${over} px too wide`);
+    if (old) await page.setViewportSize(old);
+  }
+
+  async function assertLabelled(page, what) {
+    const bad = await unlabelledControls(page);
+    assert(bad.length === 0, `${what}: form controls without a label: ${bad.join(', ')}`);
+  }
+
+  function startClock(s) {
+    seconds = s;
+    deadline = Date.now() + s * 1000;
+  }
+
+  return { prefix, fullPage, left, until, shot, phoneShot, assertLabelled, startClock };
+}
+
+// Run a test file's `tests`, each [name, fn, seconds = TIMEOUT_S], one after
+// another, then exit. fn(ctx) gets ctx = { dir, pages, consoles }: a fresh
+// temp dir (removed afterwards unless BROWSER_TEST_KEEP=1), and it adds
+// [who, page] to ctx.pages, captureConsole()'s lines to ctx.consoles, and
+// startHearth()'s result as ctx.hearth. After each test everything is
+// stopped (cleanupAll).
+//
+// Prints "PASS <name> (N s)" or "FAIL <name> (N s): <why>" per test and
+// "N passed, M failed" last. On a failure: a screenshot of each page
+// (<prefix>-failed-<who>.png), the tail of hearth's log, and onFailure(ctx).
+// Pass or fail: the browsers' console (and, with playerEvents, each page's
+// player events) printed and kept in <prefix>-console.log, hearth's log in
+// <prefix>-hearth.log (-1.log, -2.log… with several tests). Whatever an
+// earlier run left of these and of <prefix>-*.png is removed first. A
+// watchdog stops everything `slackS` seconds past the tests' own time.
+//
+// Options: what (the file, in the watchdog's message), slackS, hearthTail
+// (lines of hearth's log), consoleTail (lines of console shown) and
+// consoleFilter (which are shown), playerEvents, logPrefix (the console and
+// hearth logs' names start with it instead of "<prefix>-"), failedShot(who)
+// (a failure screenshot's file name), onFailure(ctx).
+export function runTests(kit, tests, {
+  what = 'the browser test',
+  slackS = 30,
+  hearthTail = 30,
+  consoleTail = 30,
+  consoleFilter = () => true,
+  playerEvents: withPlayerEvents = false,
+  logPrefix = `${kit.prefix}-`,
+  failedShot = (who) => `${kit.prefix}-failed-${who}.png`,
+  onFailure = null,
+} = {}) {
+  const consoleFile = path.join(ARTIFACTS, `${logPrefix}console.log`);
+  const hearthFile = (i) => `${logPrefix}hearth${tests.length > 1 ? `-${i + 1}` : ''}.log`;
+
+  async function main() {
+    const total = tests.reduce((n, t) => n + (t[2] ?? TIMEOUT_S), 0) + slackS;
+    let passed = 0;
+    let failed = 0;
+    const watchdog = setTimeout(() => {
+      console.error(`FAIL: ${what} ran past ${total} s; stopping everything`);
+      cleanupAll().finally(() => {
+        console.log(`${passed} passed, ${tests.length - passed} failed`);
+        process.exit(1);
+      });
+    }, total * 1000);
+    watchdog.unref();
+
+    // Nothing stale from an earlier run: what is there afterwards is this run's.
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    const stale = new Set([`${kit.prefix}.png`, path.basename(consoleFile), ...tests.map((_, i) => hearthFile(i))]);
+    for (const f of fs.readdirSync(ARTIFACTS)) {
+      if (f.startsWith(`${kit.prefix}-`) || stale.has(f)) fs.rmSync(path.join(ARTIFACTS, f), { force: true });
+    }
+
+    const lines = [];
+    for (const [i, [name, fn, seconds = TIMEOUT_S]] of tests.entries()) {
+      kit.startClock(seconds);
+      const dir = tempDir(`hearth-${kit.prefix}-`);
+      const ctx = { dir, pages: [], consoles: [] };
+      if (!KEEP_TMP) onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }), { late: true });
+      const t0 = Date.now();
+      try {
+        await fn(ctx);
+        passed++;
+        console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+      } catch (e) {
+        failed++;
+        console.log(`FAIL ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${e instanceof Timeout ? e.message : e?.stack || e}`);
+        for (const [who, page] of ctx.pages) {
+          const file = path.join(ARTIFACTS, failedShot(who));
+          try {
+            await page.screenshot({ path: file, timeout: 5000, fullPage: kit.fullPage });
+            console.log(`screenshot of the failure: ${path.relative(REPO, file)} (${page.url()})`);
+          } catch {
+            // the page may be gone
+          }
+        }
+        if (ctx.hearth) console.log(`--- hearth log (tail)\n${tail(ctx.hearth.logFile, hearthTail)}`);
+        if (onFailure) await onFailure(ctx);
+      }
+      // The browsers' side of the story, pass or fail.
+      const mine = ctx.consoles.flat();
+      if (withPlayerEvents) {
+        for (const [who, page] of ctx.pages) {
+          for (const e of await playerEvents(page)) mine.push(`[${who}] player: ${e}`);
+        }
+      }
+      if (tests.length > 1) lines.push(`=== ${name}`);
+      lines.push(...mine);
+      fs.writeFileSync(consoleFile, lines.join('\n') + '\n');
+      if (ctx.hearth) fs.copyFileSync(ctx.hearth.logFile, path.join(ARTIFACTS, hearthFile(i)));
+      if (mine.length) {
+        console.log(`--- browser console${withPlayerEvents ? ' and player events' : ''} (${mine.length}; also in ${path.relative(REPO, consoleFile)})`);
+        for (const l of mine.filter(consoleFilter).slice(-consoleTail)) console.log(l);
+      } else if (withPlayerEvents) {
+        console.log('browser console: nothing logged, no hls.js errors, no stalls');
+      }
+      await cleanupAll();
+    }
+    clearTimeout(watchdog);
+    console.log(`${passed} passed, ${failed} failed`);
+    return failed ? 1 : 0;
+  }
+
+  main().then(
+    (code) => process.exit(code),
+    async (e) => {
+      console.error(e?.stack || e);
+      await cleanupAll();
+      console.log('0 passed, 1 failed');
+      process.exit(1);
+    },
+  );
 }

@@ -27,64 +27,22 @@
 // 390 px; screenshots go to test-artifacts/browser/pages-*.png, the
 // browsers' console to pages-console.log. The last line printed is
 // "N passed, M failed".
-import fs from 'node:fs';
 import path from 'node:path';
 
 import {
-  REPO, alive, captureConsole, cleanupAll, horizontalOverflow, launchBrowser, log, onCleanup, publishLive,
-  sleep, solidPng, startHearth, startSmtpSink, tail, tempDir, unlabelledControls,
+  TIMEOUT_S, Timeout, alive, assert, captureConsole, launchBrowser, log, publishLive, runTests, sleep,
+  solidPng, startHearth, startSmtpSink, tail, testKit,
 } from './lib.mjs';
 
-const TIMEOUT_S = Number(process.env.BROWSER_TEST_TIMEOUT || 90);
-const ARTIFACTS = path.join(REPO, 'test-artifacts', 'browser');
-const KEEP_TMP = process.env.BROWSER_TEST_KEEP === '1';
+// Each test has its own deadline (the second is short).
+const kit = testKit('pages', { fullPage: true });
+const { left, until, shot, phoneShot, assertLabelled } = kit;
 
 const ADMIN = { name: 'root', password: 'admin password 1', role: 'admin' };
 const CAROL = { name: 'carol', password: 'carol password 1', email: 'carol@example.org' };
 const ALICE_PW = 'pw12345678'; // lib.mjs makes alice with it
 const TOPIC = 'Retro <i>games</i> & more';
 const SCRATCH = 'Scratch';
-
-class Timeout extends Error {}
-
-// Each test has its own deadline (the second is short).
-let deadline = 0;
-const left = () => Math.max(1000, deadline - Date.now());
-async function until(what, fn, { everyMs = 250 } = {}) {
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last?.ok) return last;
-    await sleep(everyMs);
-  }
-  throw new Timeout(`timed out waiting for ${what}${last?.why ? ` (last: ${last.why})` : ''}`);
-}
-
-function assert(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-
-async function shot(page, name) {
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  const file = path.join(ARTIFACTS, `pages-${name}.png`);
-  await page.screenshot({ path: file, timeout: Math.min(15000, left()), fullPage: true });
-  log('test', `screenshot: ${path.relative(REPO, file)}`);
-}
-
-async function phoneShot(page, name) {
-  const old = page.viewportSize();
-  await page.setViewportSize({ width: 390, height: 844 });
-  await sleep(300);
-  const over = await horizontalOverflow(page);
-  await shot(page, `${name}-phone`);
-  assert(over <= 0, `${name} on a 390 px wide screen is ${over} px too wide`);
-  if (old) await page.setViewportSize(old);
-}
-
-async function assertLabelled(page, what) {
-  const bad = await unlabelledControls(page);
-  assert(bad.length === 0, `${what}: form controls without a label: ${bad.join(', ')}`);
-}
 
 // The page's status line or alert, once one matches.
 async function said(page, re, what) {
@@ -367,71 +325,7 @@ async function testRegistrationClosed(ctx) {
   assert(await page.getByRole('link', { name: 'Create an account' }).count() === 0, '/login offers sign-up on a closed site');
 }
 
-async function main() {
-  const tests = [
-    ['topics as admin, API keys, a channel in a topic, search, notifications, password reset', testPages, TIMEOUT_S],
-    ['registration closed', testRegistrationClosed, 25],
-  ];
-  const total = tests.reduce((n, t) => n + t[2], 0);
-  let passed = 0;
-  let failed = 0;
-  const watchdog = setTimeout(() => {
-    console.error(`FAIL: the browser test ran past ${total + 20} s; stopping everything`);
-    cleanupAll().finally(() => {
-      console.log(`${passed} passed, ${tests.length - passed} failed`);
-      process.exit(1);
-    });
-  }, (total + 20) * 1000);
-  watchdog.unref();
-
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  for (const f of fs.readdirSync(ARTIFACTS)) if (f.startsWith('pages-')) fs.rmSync(path.join(ARTIFACTS, f), { force: true });
-
-  const lines = [];
-  for (const [name, fn, seconds] of tests) {
-    deadline = Date.now() + seconds * 1000;
-    const dir = tempDir('hearth-pages-');
-    const ctx = { dir, pages: [], consoles: [] };
-    if (!KEEP_TMP) onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }), { late: true });
-    const t0 = Date.now();
-    try {
-      await fn(ctx);
-      passed++;
-      console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-    } catch (e) {
-      failed++;
-      console.log(`FAIL ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${e instanceof Timeout ? e.message : e?.stack || e}`);
-      for (const [who, page] of ctx.pages) {
-        try {
-          await page.screenshot({ path: path.join(ARTIFACTS, `pages-failed-${who}.png`), timeout: 5000, fullPage: true });
-          console.log(`screenshot of the failure: test-artifacts/browser/pages-failed-${who}.png (${page.url()})`);
-        } catch {
-          // the page may be gone
-        }
-      }
-      if (ctx.hearth) console.log(`--- hearth log (tail)\n${tail(ctx.hearth.logFile)}`);
-    }
-    const mine = ctx.consoles.flat();
-    lines.push(`=== ${name}`, ...mine);
-    if (ctx.hearth) fs.copyFileSync(ctx.hearth.logFile, path.join(ARTIFACTS, `pages-hearth-${tests.findIndex((t) => t[0] === name) + 1}.log`));
-    if (mine.length) {
-      console.log(`--- browser console (${mine.length}; also in test-artifacts/browser/pages-console.log)`);
-      for (const l of mine.slice(-20)) console.log(l);
-    }
-    await cleanupAll();
-  }
-  fs.writeFileSync(path.join(ARTIFACTS, 'pages-console.log'), lines.join('\n') + '\n');
-  clearTimeout(watchdog);
-  console.log(`${passed} passed, ${failed} failed`);
-  return failed ? 1 : 0;
-}
-
-main().then(
-  (code) => process.exit(code),
-  async (e) => {
-    console.error(e?.stack || e);
-    await cleanupAll();
-    console.log('0 passed, 1 failed');
-    process.exit(1);
-  },
-);
+runTests(kit, [
+  ['topics as admin, API keys, a channel in a topic, search, notifications, password reset', testPages, TIMEOUT_S],
+  ['registration closed', testRegistrationClosed, 25],
+], { slackS: 20, consoleTail: 20 });

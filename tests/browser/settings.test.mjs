@@ -19,49 +19,13 @@
 // Screenshots go to test-artifacts/browser/settings-*.png, the browsers'
 // console to settings-console.log. The last line printed is
 // "N passed, M failed".
-import fs from 'node:fs';
-import path from 'node:path';
-
 import {
-  REPO, captureConsole, cleanupAll, horizontalOverflow, launchBrowser, log, onCleanup, sleep,
-  solidPng, startHearth, tail, tempDir, totpCode, unlabelledControls,
+  Timeout, assert, captureConsole, launchBrowser, log, runTests, sleep, solidPng, startHearth, testKit, totpCode,
 } from './lib.mjs';
 
-const TIMEOUT_S = Number(process.env.BROWSER_TEST_TIMEOUT || 90);
-const ARTIFACTS = path.join(REPO, 'test-artifacts', 'browser');
-const KEEP_TMP = process.env.BROWSER_TEST_KEEP === '1';
+const kit = testKit('settings', { fullPage: true });
+const { left, shot, phoneShot, assertLabelled } = kit;
 const PASSWORD = 'correct horse battery';
-
-class Timeout extends Error {}
-
-const deadline = Date.now() + TIMEOUT_S * 1000;
-const left = () => Math.max(1000, deadline - Date.now());
-
-function assert(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-
-async function shot(page, name) {
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  const file = path.join(ARTIFACTS, `settings-${name}.png`);
-  await page.screenshot({ path: file, timeout: Math.min(15000, left()), fullPage: true });
-  log('test', `screenshot: ${path.relative(REPO, file)}`);
-}
-
-async function phoneShot(page, name) {
-  const old = page.viewportSize();
-  await page.setViewportSize({ width: 390, height: 844 });
-  await sleep(300);
-  const over = await horizontalOverflow(page);
-  await shot(page, `${name}-phone`);
-  assert(over <= 0, `${name} on a 390 px wide screen is ${over} px too wide`);
-  if (old) await page.setViewportSize(old);
-}
-
-async function assertLabelled(page, what) {
-  const bad = await unlabelledControls(page);
-  assert(bad.length === 0, `${what}: form controls without a label: ${bad.join(', ')}`);
-}
 
 // The text of the page's status line (role=status) or alert, once one says something.
 async function said(page, locator, re, what) {
@@ -226,64 +190,4 @@ async function testSettings(ctx) {
   log('test', 'two-factor login is off again');
 }
 
-async function main() {
-  const tests = [['images, protection, invite codes and two-factor login through the settings pages', testSettings]];
-  let passed = 0;
-  let failed = 0;
-  const watchdog = setTimeout(() => {
-    console.error(`FAIL: the browser test ran past ${TIMEOUT_S + 30} s; stopping everything`);
-    cleanupAll().finally(() => {
-      console.log(`${passed} passed, ${tests.length - passed} failed`);
-      process.exit(1);
-    });
-  }, (TIMEOUT_S + 30) * 1000);
-  watchdog.unref();
-
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  for (const f of fs.readdirSync(ARTIFACTS)) if (f.startsWith('settings-')) fs.rmSync(path.join(ARTIFACTS, f), { force: true });
-
-  for (const [name, fn] of tests) {
-    const dir = tempDir('hearth-settings-');
-    const ctx = { dir, pages: [], consoles: [] };
-    if (!KEEP_TMP) onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }), { late: true });
-    const t0 = Date.now();
-    try {
-      await fn(ctx);
-      passed++;
-      console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-    } catch (e) {
-      failed++;
-      console.log(`FAIL ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${e instanceof Timeout ? e.message : e?.stack || e}`);
-      for (const [who, page] of ctx.pages) {
-        try {
-          await page.screenshot({ path: path.join(ARTIFACTS, `settings-failed-${who}.png`), timeout: 5000, fullPage: true });
-          console.log(`screenshot of the failure: test-artifacts/browser/settings-failed-${who}.png (${page.url()})`);
-        } catch {
-          // the page may be gone
-        }
-      }
-      if (ctx.hearth) console.log(`--- hearth log (tail)\n${tail(ctx.hearth.logFile)}`);
-    }
-    const lines = ctx.consoles.flat();
-    fs.writeFileSync(path.join(ARTIFACTS, 'settings-console.log'), lines.join('\n') + '\n');
-    if (ctx.hearth) fs.copyFileSync(ctx.hearth.logFile, path.join(ARTIFACTS, 'settings-hearth.log'));
-    if (lines.length) {
-      console.log(`--- browser console (${lines.length}; also in test-artifacts/browser/settings-console.log)`);
-      for (const l of lines.slice(-30)) console.log(l);
-    }
-    await cleanupAll();
-  }
-  clearTimeout(watchdog);
-  console.log(`${passed} passed, ${failed} failed`);
-  return failed ? 1 : 0;
-}
-
-main().then(
-  (code) => process.exit(code),
-  async (e) => {
-    console.error(e?.stack || e);
-    await cleanupAll();
-    console.log('0 passed, 1 failed');
-    process.exit(1);
-  },
-);
+runTests(kit, [['images, protection, invite codes and two-factor login through the settings pages', testSettings]]);

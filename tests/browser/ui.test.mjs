@@ -19,61 +19,17 @@
 // A screenshot of each page is kept in test-artifacts/browser/ui-*.png, with
 // the browsers' console in ui-console.log. The last line printed is
 // "N passed, M failed".
-import fs from 'node:fs';
 import path from 'node:path';
 
 import {
-  REPO, alive, captureConsole, cleanupAll, instrumentPlayer, launchBrowser, log, onCleanup,
-  horizontalOverflow, playerEvents, publishLive, sleep, startHearth, startSmtpSink, tail, tempDir,
-  unlabelledControls,
+  alive, assert, captureConsole, instrumentPlayer, launchBrowser, log, publishLive, runTests, startHearth,
+  startSmtpSink, tail, testKit,
 } from './lib.mjs';
 
-const TIMEOUT_S = Number(process.env.BROWSER_TEST_TIMEOUT || 90);
-const ARTIFACTS = path.join(REPO, 'test-artifacts', 'browser');
-const KEEP_TMP = process.env.BROWSER_TEST_KEEP === '1';
-
-class Timeout extends Error {}
-
-const deadline = Date.now() + TIMEOUT_S * 1000;
-const left = () => Math.max(1000, deadline - Date.now());
-async function until(what, fn, { everyMs = 250 } = {}) {
-  let last;
-  while (Date.now() < deadline) {
-    last = await fn();
-    if (last?.ok) return last;
-    await sleep(everyMs);
-  }
-  throw new Timeout(`timed out after ${TIMEOUT_S} s waiting for ${what}${last?.why ? ` (last: ${last.why})` : ''}`);
-}
-
-async function shot(page, name) {
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  const file = path.join(ARTIFACTS, `ui-${name}.png`);
-  await page.screenshot({ path: file, timeout: Math.min(15000, left()) });
-  log('test', `screenshot: ${path.relative(REPO, file)}`);
-}
+const kit = testKit('ui');
+const { left, until, shot, phoneShot, assertLabelled } = kit;
 
 const DESCRIPTION = 'Hello *world*, this is **bold**.\n\n<img src=x onerror=alert(1)> [site](https://example.org/) [bad](javascript:alert(1))';
-
-function assert(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-
-async function assertLabelled(page, what) {
-  const bad = await unlabelledControls(page);
-  assert(bad.length === 0, `${what}: form controls without a label: ${bad.join(', ')}`);
-}
-
-// A phone-sized screenshot of the page, which must not scroll sideways.
-async function phoneShot(page, name) {
-  const old = page.viewportSize();
-  await page.setViewportSize({ width: 390, height: 844 });
-  await sleep(300);
-  const over = await horizontalOverflow(page);
-  await shot(page, `${name}-phone`);
-  assert(over <= 0, `${name} on a 390 px wide screen is ${over} px too wide`);
-  if (old) await page.setViewportSize(old);
-}
 
 async function testStreamerAndViewer(ctx) {
   const { dir } = ctx;
@@ -252,68 +208,7 @@ async function testStreamerAndViewer(ctx) {
   await shot(vp, 'login');
 }
 
-async function main() {
-  const tests = [['register, open a channel, stream to it, find it live and watch it', testStreamerAndViewer]];
-  let passed = 0;
-  let failed = 0;
-  const watchdog = setTimeout(() => {
-    console.error(`FAIL: the browser test ran past ${TIMEOUT_S + 30} s; stopping everything`);
-    cleanupAll().finally(() => {
-      console.log(`${passed} passed, ${tests.length - passed} failed`);
-      process.exit(1);
-    });
-  }, (TIMEOUT_S + 30) * 1000);
-  watchdog.unref();
-
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  for (const f of fs.readdirSync(ARTIFACTS)) if (f.startsWith('ui-')) fs.rmSync(path.join(ARTIFACTS, f), { force: true });
-
-  for (const [name, fn] of tests) {
-    const dir = tempDir('hearth-ui-');
-    const ctx = { dir, pages: [], consoles: [], console: [] };
-    if (!KEEP_TMP) onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }), { late: true });
-    const t0 = Date.now();
-    try {
-      await fn(ctx);
-      passed++;
-      console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-    } catch (e) {
-      failed++;
-      console.log(`FAIL ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${e instanceof Timeout ? e.message : e?.stack || e}`);
-      for (const [who, page] of ctx.pages) {
-        try {
-          await page.screenshot({ path: path.join(ARTIFACTS, `ui-failed-${who}.png`), timeout: 5000 });
-          console.log(`screenshot of the failure: test-artifacts/browser/ui-failed-${who}.png (${page.url()})`);
-        } catch {
-          // the page may be gone
-        }
-      }
-      if (ctx.hearth) console.log(`--- hearth log (tail)\n${tail(ctx.hearth.logFile)}`);
-      console.log(`--- ffmpeg log (tail)\n${tail(path.join(dir, 'ffmpeg.log'), 10)}`);
-    }
-    const lines = ctx.consoles.flat();
-    for (const [who, page] of ctx.pages) {
-      for (const e of await playerEvents(page)) lines.push(`[${who}] player: ${e}`);
-    }
-    fs.writeFileSync(path.join(ARTIFACTS, 'ui-console.log'), lines.join('\n') + '\n');
-    if (ctx.hearth) fs.copyFileSync(ctx.hearth.logFile, path.join(ARTIFACTS, 'ui-hearth.log'));
-    if (lines.length) {
-      console.log(`--- browser console (${lines.length}; also in test-artifacts/browser/ui-console.log)`);
-      for (const l of lines.slice(-30)) console.log(l);
-    }
-    await cleanupAll();
-  }
-  clearTimeout(watchdog);
-  console.log(`${passed} passed, ${failed} failed`);
-  return failed ? 1 : 0;
-}
-
-main().then(
-  (code) => process.exit(code),
-  async (e) => {
-    console.error(e?.stack || e);
-    await cleanupAll();
-    console.log('0 passed, 1 failed');
-    process.exit(1);
-  },
-);
+runTests(kit, [['register, open a channel, stream to it, find it live and watch it', testStreamerAndViewer]], {
+  playerEvents: true,
+  onFailure: (ctx) => console.log(`--- ffmpeg log (tail)\n${tail(path.join(ctx.dir, 'ffmpeg.log'), 10)}`),
+});

@@ -9,34 +9,16 @@
 // 2 s, and hls.js reports a latency (printed). Leaves a screenshot, the
 // browser console and the server's log in test-artifacts/browser/.
 // The last line printed is "N passed, M failed".
-import fs from 'node:fs';
 import path from 'node:path';
 
 import {
-  REPO, alive, captureConsole, cleanupAll, instrumentPlayer, launchBrowser, log, onCleanup,
-  playerEvents, publishLive, sleep, startHearth, tail, tempDir, waitHttp,
+  alive, captureConsole, instrumentPlayer, launchBrowser, log, publishLive, runTests, sleep, startHearth,
+  tail, testKit, waitHttp,
 } from './lib.mjs';
 
-const TIMEOUT_S = Number(process.env.BROWSER_TEST_TIMEOUT || 90);
-const ARTIFACTS = path.join(REPO, 'test-artifacts', 'browser');
-const KEEP_TMP = process.env.BROWSER_TEST_KEEP === '1';
-
-class Timeout extends Error {}
-
-// Every wait in the test checks this one deadline.
-const deadline = Date.now() + TIMEOUT_S * 1000;
-function left() {
-  return deadline - Date.now();
-}
-async function until(what, fn, { everyMs = 250 } = {}) {
-  let last;
-  while (left() > 0) {
-    last = await fn();
-    if (last?.ok) return last;
-    await sleep(everyMs);
-  }
-  throw new Timeout(`timed out after ${TIMEOUT_S} s waiting for ${what}${last?.why ? ` (last: ${last.why})` : ''}`);
-}
+// Every wait in the test checks the one deadline.
+const kit = testKit('watch');
+const { left, until, shot } = kit;
 
 async function testWatchPagePlays(ctx) {
   const { dir } = ctx;
@@ -54,11 +36,11 @@ async function testWatchPagePlays(ctx) {
 
   const browser = await launchBrowser(dir);
   const page = browser.pages()[0] || (await browser.newPage());
-  ctx.console = captureConsole(page, 'watch');
-  ctx.page = page;
+  ctx.pages.push(['watch', page]);
+  ctx.consoles.push(captureConsole(page, 'watch'));
   await instrumentPlayer(page);
   const watchUrl = `${hearth.url}/watch/${encodeURIComponent(hearth.slug)}`;
-  await page.goto(watchUrl, { waitUntil: 'load', timeout: Math.max(1000, Math.min(20000, left())) });
+  await page.goto(watchUrl, { waitUntil: 'load', timeout: Math.min(20000, left()) });
 
   const probe = () => page.evaluate(() => {
     const v = document.getElementById('video');
@@ -110,76 +92,15 @@ async function testWatchPagePlays(ctx) {
   const pageLatency = await page.evaluate(() => document.getElementById('latency')?.textContent);
   log('test', `#state "${end.state}", #latency "${pageLatency}"`);
 
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  await page.screenshot({ path: path.join(ARTIFACTS, 'watch.png'), timeout: Math.max(1000, Math.min(15000, left())) });
-  log('test', `screenshot: ${path.relative(REPO, path.join(ARTIFACTS, 'watch.png'))}`);
+  await shot(page); // watch.png
 }
 
-async function main() {
-  const tests = [['the watch page plays a live stream with hls.js', testWatchPagePlays]];
-  let passed = 0;
-  let failed = 0;
-  const watchdog = setTimeout(() => {
-    console.error(`FAIL: the browser test ran past ${TIMEOUT_S + 30} s; stopping everything`);
-    cleanupAll().finally(() => {
-      console.log(`${passed} passed, ${tests.length - passed} failed`);
-      process.exit(1);
-    });
-  }, (TIMEOUT_S + 30) * 1000);
-  watchdog.unref();
-
-  // Nothing stale from an earlier run: what is there afterwards is this run's.
-  for (const f of ['watch.png', 'watch-failed.png', 'console.log', 'hearth.log']) fs.rmSync(path.join(ARTIFACTS, f), { force: true });
-
-  for (const [name, fn] of tests) {
-    const dir = tempDir('hearth-browser-');
-    const ctx = { dir };
-    if (!KEEP_TMP) onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }), { late: true });
-    const t0 = Date.now();
-    try {
-      await fn(ctx);
-      passed++;
-      console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-    } catch (e) {
-      failed++;
-      console.log(`FAIL ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s): ${e instanceof Timeout ? e.message : e?.stack || e}`);
-      if (ctx.page) {
-        try {
-          fs.mkdirSync(ARTIFACTS, { recursive: true });
-          await ctx.page.screenshot({ path: path.join(ARTIFACTS, 'watch-failed.png'), timeout: 5000 });
-          console.log(`screenshot of the failure: ${path.relative(REPO, path.join(ARTIFACTS, 'watch-failed.png'))}`);
-        } catch {
-          // the page may be gone
-        }
-      }
-      if (ctx.hearth) console.log(`--- hearth log (tail)\n${tail(ctx.hearth.logFile)}`);
-      console.log(`--- ffmpeg log (tail)\n${tail(path.join(dir, 'ffmpeg.log'), 10)}`);
-    }
-    // The browser's side of the story, pass or fail.
-    const events = ctx.page ? await playerEvents(ctx.page) : [];
-    const lines = [...(ctx.console || []), ...events.map((e) => `player: ${e}`)];
-    fs.mkdirSync(ARTIFACTS, { recursive: true });
-    fs.writeFileSync(path.join(ARTIFACTS, 'console.log'), lines.join('\n') + '\n');
-    if (ctx.hearth) fs.copyFileSync(ctx.hearth.logFile, path.join(ARTIFACTS, 'hearth.log'));
-    if (lines.length) {
-      console.log(`--- browser console and player events (${lines.length}; also in test-artifacts/browser/console.log)`);
-      for (const l of lines.slice(-40)) console.log(l);
-    } else {
-      console.log('browser console: nothing logged, no hls.js errors, no stalls');
-    }
-    await cleanupAll();
-  }
-  clearTimeout(watchdog);
-  console.log(`${passed} passed, ${failed} failed`);
-  return failed ? 1 : 0;
-}
-
-main().then(
-  (code) => process.exit(code),
-  async (e) => {
-    console.error(e?.stack || e);
-    await cleanupAll();
-    console.log('0 passed, 1 failed');
-    process.exit(1);
-  },
-);
+// Its artifacts keep their first names: watch.png, watch-failed.png,
+// console.log and hearth.log.
+runTests(kit, [['the watch page plays a live stream with hls.js', testWatchPagePlays]], {
+  consoleTail: 40,
+  playerEvents: true,
+  logPrefix: '',
+  failedShot: () => 'watch-failed.png',
+  onFailure: (ctx) => console.log(`--- ffmpeg log (tail)\n${tail(path.join(ctx.dir, 'ffmpeg.log'), 10)}`),
+});
