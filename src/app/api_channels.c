@@ -575,6 +575,10 @@ static void channel_gone(struct job *j, const struct channel_ext *c);
 /* The loop's part of a channel that is gone. */
 static void end_gone(struct chan_api *api, const struct gone *g)
 {
+    /* Its HLS address answers 404 now, not for the last minute of an ended
+     * stream, live or lingering; first, so that lifting the channel's
+     * protection below never opens that minute to everyone. */
+    viewers_channel_gone(api->viewers, g->slug, uv_now(api->loop));
     viewers_access_set(api->viewers, g->slug, g->channel_id, false, 0, NULL);
     /* Only streams the directory knows: the hub is gone once they have all ended. */
     if (!viewers_live_find(api->viewers, g->slug) || !api->hub)
@@ -583,8 +587,6 @@ static void end_gone(struct chan_api *api, const struct gone *g)
     if (!s)
         return;
     log_info("stream %s: the channel was deleted; ending its stream", g->slug);
-    /* Its HLS address answers 404 now, not the ended stream's last minute. */
-    viewers_channel_gone(api->viewers, g->slug, uv_now(api->loop));
     stream_end(s); /* the publisher is dropped on its next frame */
 }
 

@@ -1394,9 +1394,12 @@ static void moderate(struct muc_room *r, struct occ *actor, const struct xml_nod
         muc_send_error(env, st, STANZA_COND_FORBIDDEN, NULL);
         return;
     }
-    if (!checked && !hist_find(r, sid) && env->verify_retract &&
-        env->verify_retract(env->ud, st, from, to, sid, "", "") == 0)
-        return; /* back through muc_room_retract_checked */
+    if (!checked && !hist_find(r, sid) && env->verify_retract) {
+        if (env->verify_retract(env->ud, st, from, to, sid, "", "") < 0)
+            send_error_wait(env, st, STANZA_COND_RESOURCE_CONSTRAINT,
+                            "The archive cannot be asked now; try again");
+        return; /* or back through muc_room_retract_checked */
+    }
     char by[JID_MAX + 1], stamp[32], msid[STANZA_ID_SIZE];
     if (nick_jid(r, actor->nick, by, sizeof by))
         return;

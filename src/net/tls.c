@@ -580,7 +580,11 @@ static int slim_fail(struct tls_conn *c, int alert, int code)
         (void)tls_records_seal(c->rec, TLS_CT_ALERT, a, sizeof a, slim_send, c);
     }
     if (!c->failed) {
-        snprintf(c->err, sizeof c->err, "TLS: %s", tls_records_error(c->rec));
+        const char *why = tls_records_error(c->rec); /* "no error": not the records' fault */
+        if (strcmp(why, "no error") != 0)
+            snprintf(c->err, sizeof c->err, "TLS: %s", why);
+        else
+            snprintf(c->err, sizeof c->err, "TLS: %s", strerror(-code));
         c->failed = true;
     }
     return c->send_rc < 0 ? c->send_rc : code;
@@ -623,6 +627,7 @@ static int slim_open(struct tls_conn *c, const uint8_t *p, size_t len, size_t *u
         if (r.type != TLS_CT_APPLICATION_DATA || r.len == 0)
             continue;
         rc = c->io.recv(c->io.ud, (const char *)r.data, r.len);
+        tls_records_wipe(&r);
         if (rc < 0)
             break;
         if (rc > 0) {

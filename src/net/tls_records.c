@@ -165,6 +165,12 @@ void tls_records_free(struct tls_records *r)
         OPENSSL_clear_free(r, sizeof *r);
 }
 
+void tls_records_wipe(const struct tls_record_in *in)
+{
+    if (in->data == opened && in->len)
+        OPENSSL_cleanse(opened, in->len);
+}
+
 const char *tls_records_error(const struct tls_records *r)
 {
     return r->err ? r->err : "no error";
@@ -216,7 +222,9 @@ static int seal_one(struct tls_records *r, uint8_t type, const uint8_t *data, si
         return -EIO;
     }
     r->wr.seq++;
-    return send(ud, h, HDR_LEN + clen);
+    int rc = send(ud, h, HDR_LEN + clen);
+    OPENSSL_cleanse(h + HDR_LEN, n + 1); /* the plaintext went with the encryption */
+    return rc;
 }
 
 /* Our KeyUpdate, then our new write key. */

@@ -81,7 +81,7 @@ int tls_records_seal(struct tls_records *r, uint8_t type, const void *data, size
 
 struct tls_record_in {
     uint8_t type;           /* the inner content type */
-    const uint8_t *data;    /* the plaintext, valid until the next call */
+    const uint8_t *data;    /* the plaintext, valid until the next call or tls_records_wipe */
     size_t len;
 };
 
@@ -95,6 +95,9 @@ struct tls_record_in {
  */
 long tls_records_open(struct tls_records *r, const uint8_t *in, size_t len,
                       struct tls_record_in *out, int *alert, tls_records_send_fn send, void *ud);
+
+/* Wipe the plaintext the last tls_records_open left (a password, say). */
+void tls_records_wipe(const struct tls_record_in *in);
 
 /* A short text for the last failure. */
 const char *tls_records_error(const struct tls_records *r);

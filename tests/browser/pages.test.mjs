@@ -198,6 +198,12 @@ async function testPages(ctx) {
   assert(geo.videoHeight > 150 && geo.videoBottom <= geo.vh && geo.headTop >= geo.videoBottom, `the player on a phone: ${JSON.stringify(geo)}`);
   await ap.setViewportSize({ width: 1280, height: 800 });
   await phoneShot(ap, 'channel-banner');
+  // An admin may edit alice's channel, but its stream key stays hers.
+  await ap.getByRole('link', { name: 'Edit channel' }).click();
+  await ap.locator('#stream-key-owner-only').waitFor({ timeout: left() });
+  assert(await ap.locator('#stream-key').count() === 0, 'an admin is shown the stream key');
+  assert((await ap.locator('#obs-server').inputValue()).startsWith('rtmp://'), 'no RTMP server for the admin');
+  await shot(ap, 'settings-channel-as-admin');
 
   // --- 4. the topic page ---------------------------------------------------------------------
   await ap.goto(`${url}/`, { waitUntil: 'load', timeout: left() });

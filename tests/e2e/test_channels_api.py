@@ -1170,6 +1170,25 @@ def test_delete_while_live(world, publish):
     assert w.srv.wait_for_log(rf"rtmp .* {s}: closed: the stream was ended by the server", timeout=5)
 
 
+def test_delete_protected_while_its_stream_lingers(world, publish):
+    """An ended stream's HLS lingers for a minute; deleting its protected
+    channel then must not open that minute to everyone."""
+    w = world
+    ch = w.channel(title="Private and over", protected=True)
+    s = ch["slug"]
+    p = publish(ch["stream_key"])
+    master = f"{w.srv.url}/live/{s}/master.m3u8"
+    owner = w.owner
+    assert owner.get(f"/channels/{s}").status_code == 200  # the owner's access token
+    wait_until(lambda: owner.s.get(master, timeout=10).status_code == 200, 20, "the master playlist")
+    p.stop()
+    assert w.srv.wait_for_log(rf"stream {s}.*(ended|unpublish|closed)", timeout=20)
+    check_error(requests.get(master, timeout=10), 403, "protected")
+    assert w.owner.delete(f"/channels/{s}").status_code == 204
+    for path in ("master.m3u8", "index.m3u8"):
+        check_error(requests.get(f"{w.srv.url}/live/{s}/{path}", timeout=10), 404, "not_found")
+
+
 def test_delete_account_while_live(world, publish):
     """DELETE /me goes the way DELETE /channels/:slug goes, for every channel of the account."""
     w = world

@@ -189,7 +189,7 @@ export function ChannelPage({ slug }: { slug: string }) {
                 </div>
               ) : null}
             </div>
-            {ch && me && ch.stream_key ? (
+            {ch && me && (ch.stream_key || ch.rtmp_url) ? (
               <a class="button" href={`/settings/channels/${enc(slug)}`}>
                 Edit channel
               </a>

@@ -517,7 +517,13 @@ function ChannelEdit({ slug }: { slug: string }) {
           to this channel.
         </p>
         <CopyField id="obs-server" label="Server" value={server} />
-        <CopyField id="stream-key" label="Stream Key" value={key} secret />
+        {key ? (
+          <CopyField id="stream-key" label="Stream Key" value={key} secret />
+        ) : (
+          <p class="muted" id="stream-key-owner-only">
+            Only the channel's owner sees its stream key. Regenerating it stops the current one at once.
+          </p>
+        )}
         <button type="button" id="regenerate-key" onClick={regenerate}>
           Regenerate stream key
         </button>
