@@ -12,7 +12,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,33 +21,21 @@
 #include "app/accounts.h"
 #include "store/db.h"
 #include "store/migrate.h"
+#include "testdb.h"
 
 static char tmpdir[PATH_MAX];
 static struct db *db;
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int group_setup(void **state)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/hearth-test-accounts-XXXXXX");
-    if (!mkdtemp(tmpdir))
+    if (testdb_open("accounts", tmpdir, &db) != 0)
         return -1;
-    char url[PATH_MAX + 32], err[512];
-    snprintf(url, sizeof url, "sqlite:%s/hearth.db", tmpdir);
-    if (db_open(url, &db, err, sizeof err) != 0 || migrate_up(db, NULL, NULL, 0, err, sizeof err) != 0) {
-        fprintf(stderr, "setup: %s\n", err);
-        return -1;
-    }
     return 0;
 }
 
 static int group_teardown(void **state)
 {
-    db_close(db);
-    nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    testdb_close(tmpdir, db);
     return 0;
 }
 

@@ -12,7 +12,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -29,6 +28,7 @@
 #include "net/http.h"
 #include "store/db.h"
 #include "store/migrate.h"
+#include "testdb.h"
 
 /* ---- TOTP / HOTP ---- */
 
@@ -387,23 +387,11 @@ static struct config cfg;
 static struct app app;
 static struct user alice, bob;
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int db_setup(void **state)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/hearth-test-auth-XXXXXX");
-    if (!mkdtemp(tmpdir))
+    if (testdb_open("auth", tmpdir, &db) != 0)
         return -1;
-    char url[PATH_MAX + 32], err[512];
-    snprintf(url, sizeof url, "sqlite:%s/hearth.db", tmpdir);
-    if (db_open(url, &db, err, sizeof err) != 0 ||
-        migrate_up(db, NULL, NULL, 0, err, sizeof err) != 0) {
-        fprintf(stderr, "setup: %s\n", err);
-        return -1;
-    }
+    char err[512];
     config_defaults(&cfg);
     snprintf(cfg.site.public_url, sizeof cfg.site.public_url, "https://tv.example.org");
     app.cfg = &cfg;
@@ -418,8 +406,7 @@ static int db_setup(void **state)
 
 static int db_teardown(void **state)
 {
-    db_close(db);
-    nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    testdb_close(tmpdir, db);
     return 0;
 }
 

@@ -11,7 +11,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,33 +20,21 @@
 #include "app/settings.h"
 #include "store/db.h"
 #include "store/migrate.h"
+#include "testdb.h"
 
 static char tmpdir[PATH_MAX];
 static struct db *db;
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int setup(void **state)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/hearth-test-settings-XXXXXX");
-    if (!mkdtemp(tmpdir))
+    if (testdb_open("settings", tmpdir, &db) != 0)
         return -1;
-    char url[PATH_MAX + 32], err[512];
-    snprintf(url, sizeof url, "sqlite:%s/hearth.db", tmpdir);
-    if (db_open(url, &db, err, sizeof err) != 0 || migrate_up(db, NULL, NULL, 0, err, sizeof err) != 0) {
-        fprintf(stderr, "setup: %s\n", err);
-        return -1;
-    }
     return 0;
 }
 
 static int teardown(void **state)
 {
-    db_close(db);
-    nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    testdb_close(tmpdir, db);
     return 0;
 }
 

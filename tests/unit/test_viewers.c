@@ -15,7 +15,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -30,6 +29,7 @@
 #include "net/http.h"
 #include "store/db.h"
 #include "store/migrate.h"
+#include "testdb.h"
 
 static const unsigned char secret[VIEWERS_SECRET_BYTES] = "0123456789abcdef0123456789abcdef";
 
@@ -530,22 +530,11 @@ static char tmpdir[PATH_MAX];
 static struct db *db;
 static struct user alice, bob, carol;
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int db_setup(void **state)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/hearth-test-viewers-XXXXXX");
-    if (!mkdtemp(tmpdir))
+    if (testdb_open("viewers", tmpdir, &db) != 0)
         return -1;
-    char url[PATH_MAX + 32], err[512];
-    snprintf(url, sizeof url, "sqlite:%s/hearth.db", tmpdir);
-    if (db_open(url, &db, err, sizeof err) != 0 || migrate_up(db, NULL, NULL, 0, err, sizeof err) != 0) {
-        fprintf(stderr, "setup: %s\n", err);
-        return -1;
-    }
+    char err[512];
     if (account_user_add(db, "alice", "alice@example.org", "streamer,user", "password-a", &alice,
                          err, sizeof err) != 0 ||
         account_user_add(db, "bob", NULL, "user", "password-b", &bob, err, sizeof err) != 0 ||
@@ -558,8 +547,7 @@ static int db_setup(void **state)
 
 static int db_teardown(void **state)
 {
-    db_close(db);
-    nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    testdb_close(tmpdir, db);
     return 0;
 }
 
